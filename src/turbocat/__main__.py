@@ -1,0 +1,3 @@
+from turbocat.cli.main import main
+
+main()

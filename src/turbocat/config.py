@@ -1,0 +1,132 @@
+"""Settings: built once at start-up from TURBOCAT_* variables and an optional TOML file.
+
+Nested groups use a double underscore in the environment, for example
+``TURBOCAT_AUTH__SIGNUP_ENABLED=false``. The file is ``$TURBOCAT_CONFIG`` or, when
+that is unset, ``$TURBOCAT_HOME/turbocat.toml`` if it exists.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("TURBOCAT_HOME") or Path.home() / ".turbocat")
+
+
+class DatabaseSettings(BaseModel):
+    """How turbocat reaches its database."""
+
+    app_role: str = "turbocat_app"
+    """PostgreSQL role the application acts as. Migrations create it (NOLOGIN, no BYPASSRLS);
+    a connection made as another role switches to it with SET ROLE, so row-level security
+    applies to every query the application runs."""
+    pool_size: int = Field(default=10, ge=1, le=200)
+    """Connections kept open per process (PostgreSQL)."""
+    max_overflow: int = Field(default=10, ge=0, le=200)
+    """Extra connections allowed under bursts (PostgreSQL)."""
+    echo: bool = False
+    """Log every SQL statement (debugging only)."""
+
+
+class ApiSettings(BaseModel):
+    """The HTTP server."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8420, ge=1, le=65535)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    """Largest request body accepted; larger ones get 413."""
+    public_url: str | None = None
+    """Base URL shown to users (defaults to http://host:port)."""
+
+
+class AuthSettings(BaseModel):
+    """Sign-up, sessions, passwords and API keys."""
+
+    signup_enabled: bool = True
+    """Whether anyone may sign up through the API (admins can always add users by CLI)."""
+    session_ttl_seconds: int = Field(default=12 * 3600, ge=60)
+    """Lifetime of a login token."""
+    password_min_length: int = Field(default=10, ge=8, le=128)
+    login_max_failures: int = Field(default=5, ge=1)
+    """Failed logins for one email within the window before further attempts get 429."""
+    login_failure_window_seconds: int = Field(default=900, ge=1)
+    argon2_memory_kib: int = Field(default=19_456, ge=19_456)
+    """argon2id memory cost; at least 19 MiB as OWASP advises."""
+    argon2_time_cost: int = Field(default=2, ge=2)
+    argon2_parallelism: int = Field(default=1, ge=1)
+    api_key_default_rate_limit: int = Field(default=60, ge=1)
+    """Requests per minute for a new API key when none is given."""
+    api_key_usage_flush_seconds: float = Field(default=5.0, gt=0)
+    """How often API key usage counters are written back in one batch."""
+
+
+class Settings(BaseSettings):
+    """All of turbocat's settings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TURBOCAT_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    home: Path = Field(default_factory=default_home)
+    """Data folder of the embedded setup (SQLite file, generated keys)."""
+    database_url: str | None = None
+    """postgresql://... or sqlite:///...; defaults to SQLite in the data folder."""
+    log_level: str = "info"
+    log_json: bool = False
+    """Write structured JSON log lines instead of human-readable ones."""
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'turbocat.db'}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = config_file_path()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+
+def config_file_path() -> Path | None:
+    explicit = os.environ.get("TURBOCAT_CONFIG")
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"TURBOCAT_CONFIG points to {path}, which is not a file")
+        return path
+    candidate = default_home() / "turbocat.toml"
+    return candidate if candidate.is_file() else None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings from the environment, the config file and explicit overrides."""
+    return Settings(**overrides)

@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy models, sessions, dialect specifics and migrations."""
