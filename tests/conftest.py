@@ -9,6 +9,7 @@ and cheap. PostgreSQL comes from ``TURBOCAT_TEST_PG_URL`` (default: the local se
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import uuid
@@ -21,7 +22,9 @@ from sqlalchemy.engine import make_url
 from turbocat.config import Settings
 from turbocat.db import migrate
 
-PG_ADMIN_URL = os.environ.get("TURBOCAT_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_URL = os.environ.get(
+    "TURBOCAT_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
@@ -30,18 +33,12 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Every coroutine test runs on asyncio through anyio's plugin.
-    for item in items:
-        if isinstance(item, pytest.Function) and _is_coroutine(item.obj):
-            item.add_marker(pytest.mark.anyio)
-
-
-def _is_coroutine(obj: object) -> bool:
-    import inspect
-
-    return inspect.iscoroutinefunction(obj)
-
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> None:
+    # Every coroutine test runs on asyncio through anyio's plugin; the mark must be there
+    # before parametrization, so it is added at collection rather than afterwards.
+    if collector.funcnamefilter(name) and inspect.iscoroutinefunction(obj):  # type: ignore[attr-defined]
+        pytest.mark.anyio(obj)
 
 
 def _pg_admin_execute(*statements: str) -> None:

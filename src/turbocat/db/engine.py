@@ -15,10 +15,38 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
 
 from turbocat.config import Settings
 from turbocat.db import dialects
+from turbocat.db.base import SoftDeleteMixin
+
+
+class TurbocatSession(Session):
+    """Hides soft-deleted rows unless a statement asks ``include_deleted=True``."""
+
+
+@event.listens_for(TurbocatSession, "do_orm_execute")
+def _hide_soft_deleted(state: ORMExecuteState) -> None:
+    if (
+        state.is_select
+        and not state.is_column_load
+        and not state.is_relationship_load
+        and not state.execution_options.get("include_deleted", False)
+    ):
+        state.statement = state.statement.options(
+            with_loader_criteria(
+                SoftDeleteMixin,
+                lambda cls: cls.deleted_at.is_(None),
+                include_aliases=True,
+            )
+        )
 
 
 def async_url(url: str) -> URL:
@@ -68,6 +96,9 @@ class TenantContext:
     organization_id: uuid.UUID | None = None
     user_id: uuid.UUID | None = None
     api_key_hash: str | None = None
+    """SHA-256 of a presented secret (API key, webhook token, deployment key) being looked up."""
+    system: bool = False
+    """Platform work across tenants (workers, scheduler, maintenance); never set for a request."""
 
 
 class Database:
@@ -76,14 +107,19 @@ class Database:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
-        self._sessions = async_sessionmaker(engine, expire_on_commit=False, autoflush=True)
+        self._sessions = async_sessionmaker(
+            engine, expire_on_commit=False, autoflush=True, sync_session_class=TurbocatSession
+        )
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Database:
-        return cls(create_engine(settings))
+    def from_settings(cls, settings: Settings, *, app_role: bool = True) -> Database:
+        """``app_role=False`` is for operator tools (CLI admin verbs), acting as the URL's role."""
+        return cls(create_engine(settings, app_role=app_role))
 
     @asynccontextmanager
-    async def transaction(self, context: TenantContext | None = None) -> AsyncIterator[AsyncSession]:
+    async def transaction(
+        self, context: TenantContext | None = None
+    ) -> AsyncIterator[AsyncSession]:
         """One use case, one transaction: commits on success, rolls back on any error."""
         async with self._sessions() as session, session.begin():
             if context is not None and self.dialect == "postgresql":

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 TENANT_SETTING = "turbocat.organization_id"
 USER_SETTING = "turbocat.user_id"
 API_KEY_HASH_SETTING = "turbocat.api_key_hash"
+SYSTEM_SETTING = "turbocat.system"
 
 
 def quote_ident(name: str) -> str:
@@ -32,7 +33,7 @@ async def set_tenant(session: AsyncSession, context: TenantContext) -> None:
     await session.execute(
         text(
             "SELECT set_config(:t, :org, true), set_config(:u, :user, true),"
-            " set_config(:k, :key, true)"
+            " set_config(:k, :key, true), set_config(:s, :system, true)"
         ),
         {
             "t": TENANT_SETTING,
@@ -41,5 +42,7 @@ async def set_tenant(session: AsyncSession, context: TenantContext) -> None:
             "user": str(context.user_id or ""),
             "k": API_KEY_HASH_SETTING,
             "key": context.api_key_hash or "",
+            "s": SYSTEM_SETTING,
+            "system": "on" if context.system else "",
         },
     )

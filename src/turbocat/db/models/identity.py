@@ -15,7 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
-    func,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -43,7 +43,7 @@ class UserRow(IdMixin, TimestampMixin, SoftDeleteMixin, Base):
 
     __tablename__ = "users"
     __table_args__ = (
-        Index("uq_users_email_lower", func.lower("email"), unique=True),
+        Index("uq_users_email_lower", text("lower(email)"), unique=True),
         Index("ix_users_role", "role"),
         Index("ix_users_created_at", "created_at"),
     )
