@@ -39,7 +39,9 @@ class ValidationFailed(TurbocatError):
         self.errors = list(errors)
 
     @classmethod
-    def field(cls, path: Sequence[str | int], message: str, code: str = "invalid") -> ValidationFailed:
+    def field(
+        cls, path: Sequence[str | int], message: str, code: str = "invalid"
+    ) -> ValidationFailed:
         return cls(message, [FieldError(tuple(path), message, code)])
 
 
@@ -108,4 +110,3 @@ class RateLimited(TurbocatError):
 class FeatureDisabled(TurbocatError):
     title = "Disabled"
     code = "disabled"
-

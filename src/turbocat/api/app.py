@@ -1,0 +1,84 @@
+"""``create_app(settings)``: the ASGI application, with its lifespan and background flushers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
+
+import turbocat
+from turbocat.api import errors
+from turbocat.api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from turbocat.api.routes import api_keys, audit_logs, auth, health, organizations, users
+from turbocat.bootstrap import AppContext
+from turbocat.config import Settings
+
+log = logging.getLogger("turbocat.api")
+
+DESCRIPTION = """
+Build, run, deploy and govern AI-agent workflows.
+
+**Authentication**: every `/api/v1` route except sign-up and login takes
+`Authorization: Bearer <token>`, where the token is a login token (`POST /api/v1/auth/login`)
+or an API key (`POST /api/v1/api-keys`). Login tokens act in your oldest organization unless
+you send `X-Organization-Id`; API keys act in the organization they were made in.
+
+**Errors** are RFC 9457 `application/problem+json` bodies with a stable `code`, and for bad
+input an `errors` list whose entries name the field (`body.email`).
+
+**Lists** are cursor-paginated: pass the `next_cursor` of one page as `cursor` for the next.
+"""
+
+
+def _operation_id(route: APIRoute) -> str:
+    return route.name
+
+
+async def _flush_key_usage(ctx: AppContext) -> None:
+    while True:
+        await asyncio.sleep(ctx.settings.auth.api_key_usage_flush_seconds)
+        try:
+            await ctx.key_usage.flush(ctx.db)
+        except Exception:
+            log.exception("could not write API key usage; will retry")
+
+
+def create_app(settings: Settings, context: AppContext | None = None) -> FastAPI:
+    ctx = context or AppContext.build(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        flusher = asyncio.create_task(_flush_key_usage(ctx), name="key-usage-flush")
+        try:
+            yield
+        finally:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            await ctx.close()
+
+    app = FastAPI(
+        title="turbocat",
+        version=turbocat.__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
+        docs_url="/docs",
+        redoc_url="/redoc",
+        openapi_url="/openapi.json",
+    )
+    app.state.ctx = ctx
+    errors.install(app)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.api.max_body_bytes)
+    app.add_middleware(RequestIdMiddleware)
+
+    v1 = APIRouter(prefix="/api/v1")
+    for module in (auth, users, organizations, api_keys, audit_logs):
+        v1.include_router(module.router)
+    app.include_router(health.router)
+    app.include_router(v1)
+    return app

@@ -1,0 +1,1 @@
+"""Request and response bodies, named by purpose: XCreate, XUpdate, XRead, Page[X]."""
