@@ -1,0 +1,1 @@
+"""The ``turbocat`` command line."""

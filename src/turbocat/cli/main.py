@@ -1,0 +1,32 @@
+"""Entry point: ``turbocat <verb>``."""
+
+from __future__ import annotations
+
+import typer
+
+import turbocat
+from turbocat.cli import admin, db, serve
+
+app = typer.Typer(
+    name="turbocat",
+    help="Build, run, deploy and govern AI-agent workflows.\n\n"
+    "Settings come from TURBOCAT_* environment variables (TURBOCAT_DATABASE_URL, TURBOCAT_HOME, "
+    "...) or $TURBOCAT_HOME/turbocat.toml.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.command("serve")(serve.serve)
+app.add_typer(db.app, name="db")
+app.add_typer(admin.users_app, name="users")
+app.add_typer(admin.orgs_app, name="orgs")
+app.add_typer(admin.keys_app, name="keys")
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(turbocat.__version__)
+
+
+def main() -> None:
+    app()
