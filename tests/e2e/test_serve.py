@@ -91,3 +91,47 @@ def test_serve_prints_url_and_next_steps(server: tuple[str, Path, Path]) -> None
     base, _, log = server
     out = log.read_text()
     assert base in out and "/docs" in out and "signup" in out
+
+
+def test_serve_on_postgresql_migrates_with_flag_and_serves(
+    empty_pg_url: str, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TURBOCAT_")}
+    env |= {"TURBOCAT_HOME": str(tmp_path), "TURBOCAT_DATABASE_URL": empty_pg_url}
+    port = free_port()
+    refused = subprocess.run(
+        [sys.executable, "-m", "turbocat", "serve", "--port", str(port)],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert refused.returncode == 1
+    assert "turbocat db upgrade" in refused.stderr + refused.stdout
+
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "turbocat", "serve", "--port", str(port), "--migrate"],
+            env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        r = httpx.post(
+            f"{base}/api/v1/auth/signup",
+            json={
+                "email": "pg@example.com",
+                "password": "a long password",
+                "organization_name": "PG",
+            },
+        )
+        assert r.status_code == 201, r.text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)

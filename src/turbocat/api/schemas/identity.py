@@ -145,3 +145,7 @@ class AuditLogRead(ReadModel):
     ip_address: str | None
     user_agent: str | None
     created_at: dt.datetime
+
+
+class AdminUserRead(UserRead):
+    deleted_at: dt.datetime | None
