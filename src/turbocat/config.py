@@ -7,6 +7,7 @@ that is unset, ``$TURBOCAT_HOME/turbocat.toml`` if it exists.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,9 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from turbocat.domain.enums import Plan
+from turbocat.domain.plans import DEFAULT_LIMITS, PlanLimits
 
 
 def default_home() -> Path:
@@ -71,6 +75,33 @@ class AuthSettings(BaseModel):
     """How often API key usage counters are written back in one batch."""
 
 
+class PlanLimitSettings(BaseModel):
+    """Limits of one plan; null/absent means unlimited."""
+
+    workflows: int | None = Field(default=None, ge=0)
+    integrations: int | None = Field(default=None, ge=0)
+    executions_per_month: int | None = Field(default=None, ge=0)
+    ai_tokens_per_month: int | None = Field(default=None, ge=0)
+
+
+def _default_plans() -> dict[Plan, PlanLimitSettings]:
+    return {
+        plan: PlanLimitSettings(**dataclasses.asdict(limits))
+        for plan, limits in DEFAULT_LIMITS.items()
+    }
+
+
+class DefinitionLimitSettings(BaseModel):
+    """Size limits a workflow definition must stay within."""
+
+    max_steps: int = Field(default=500, ge=1)
+    max_nesting: int = Field(default=8, ge=1)
+    """Depth of loop/parallel bodies inside each other."""
+    max_bytes: int = Field(default=512 * 1024, ge=1024)
+    """Size of the definition as compact JSON."""
+    max_expression_length: int = Field(default=4096, ge=16)
+
+
 class Settings(BaseSettings):
     """All of turbocat's settings."""
 
@@ -90,11 +121,22 @@ class Settings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    plans: dict[Plan, PlanLimitSettings] = Field(default_factory=_default_plans)
+    """Limits per plan (seed 004 defaults)."""
+    definitions: DefinitionLimitSettings = Field(default_factory=DefinitionLimitSettings)
+    secret_key_file: Path | None = None
+    """File holding the credential encryption keys; default $TURBOCAT_HOME/secret-keys.json."""
 
     @field_validator("home", mode="after")
     @classmethod
     def _expand_home(cls, value: Path) -> Path:
         return value.expanduser()
+
+    def plan_limits(self, plan: Plan) -> PlanLimits:
+        configured = self.plans.get(plan)
+        if configured is None:
+            return DEFAULT_LIMITS[plan]
+        return PlanLimits(**configured.model_dump())
 
     @property
     def resolved_database_url(self) -> str:
