@@ -13,7 +13,17 @@ from fastapi.routing import APIRoute
 import turbocat
 from turbocat.api import errors
 from turbocat.api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
-from turbocat.api.routes import admin, api_keys, audit_logs, auth, health, organizations, users
+from turbocat.api.routes import (
+    admin,
+    agents,
+    api_keys,
+    audit_logs,
+    auth,
+    health,
+    organizations,
+    projects,
+    users,
+)
 from turbocat.bootstrap import AppContext
 from turbocat.config import Settings
 
@@ -77,7 +87,7 @@ def create_app(settings: Settings, context: AppContext | None = None) -> FastAPI
     app.add_middleware(RequestIdMiddleware)
 
     v1 = APIRouter(prefix="/api/v1")
-    for module in (auth, users, organizations, api_keys, audit_logs, admin):
+    for module in (auth, users, organizations, api_keys, audit_logs, admin, projects, agents):
         v1.include_router(module.router)
     app.include_router(health.router)
     app.include_router(v1)

@@ -49,6 +49,9 @@ def include_object_for(dialect_name: str) -> IncludeObject:
     def include_object(
         obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
     ) -> bool:
+        if type_ == "index" and name is not None and name.endswith("_fts"):
+            # Expression indexes do not round-trip through reflection; a test checks them.
+            return False
         if type_ == "index" and isinstance(obj, Index):
             ddl_if = obj._ddl_if
             if ddl_if is not None and ddl_if.dialect not in (None, dialect_name):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import text
+from sqlalchemy import ColumnElement, Text, func, literal_column, text
+from sqlalchemy import cast as cast_
+from sqlalchemy.dialects.postgresql import ARRAY
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -46,3 +49,22 @@ async def set_tenant(session: AsyncSession, context: TenantContext) -> None:
             "system": "on" if context.system else "",
         },
     )
+
+
+def array_overlaps(column: Any, values: Sequence[str]) -> ColumnElement[bool]:
+    """``tags && ARRAY[...]``: served by the GIN index on the column."""
+    return cast(ColumnElement[bool], column.op("&&")(cast_(list(values), ARRAY(Text()))))
+
+
+def tsvector(columns: Sequence[Any]) -> ColumnElement[Any]:
+    """The same expression the full-text GIN indexes are built on (english configuration)."""
+    parts: list[Any] = [func.coalesce(c, "") for c in columns]
+    document = parts[0]
+    for part in parts[1:]:
+        document = document.op("||")(" ").op("||")(part)
+    return func.to_tsvector(literal_column("'english'::regconfig"), document)
+
+
+def full_text_match(columns: Sequence[Any], query: str) -> ColumnElement[bool]:
+    ts_query = func.websearch_to_tsquery(literal_column("'english'::regconfig"), query)
+    return cast(ColumnElement[bool], tsvector(columns).op("@@")(ts_query))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import ColumnElement, and_, exists, func, literal, or_, select
 from sqlalchemy.engine import URL
 
 
@@ -30,3 +32,24 @@ def on_begin(conn: Any) -> None:
     # BEGIN IMMEDIATE takes the write lock up front: two writers queue on busy_timeout
     # instead of one failing with "database is locked" when it upgrades a read lock.
     conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def json_array_overlaps(column: Any, values: Sequence[str]) -> ColumnElement[bool]:
+    """Tags stored as a JSON array share a value with ``values``."""
+    each = func.json_each(column).table_valued("value").alias("tag")
+    return exists(select(literal(1)).select_from(each).where(each.c.value.in_(list(values))))
+
+
+def words_match(columns: Sequence[Any], query: str) -> ColumnElement[bool]:
+    """Every word of ``query`` occurs (case-insensitively) in one of the columns."""
+    words = [w for w in query.lower().split() if w.strip('"')][:16]
+    clauses = [
+        or_(
+            *[
+                func.lower(func.coalesce(c, "")).contains(w.strip('"'), autoescape=True)
+                for c in columns
+            ]
+        )
+        for w in words
+    ]
+    return and_(*clauses) if clauses else literal(True).is_(literal(True))

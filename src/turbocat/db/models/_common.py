@@ -70,3 +70,16 @@ __all__ = [
     "owner_column",
     "partial_index",
 ]
+
+
+def fts_index(table: str) -> Index:
+    """PostgreSQL full-text GIN index over name and description (migration 0002); it must be
+    the expression ``dialects.postgres.tsvector`` builds, so that searches use it."""
+    return Index(
+        f"ix_{table}_fts",
+        text(
+            "to_tsvector('english'::regconfig, "
+            "(coalesce(name, '') || ' ' || coalesce(description, '')))"
+        ),
+        postgresql_using="gin",
+    ).ddl_if(dialect="postgresql")

@@ -23,6 +23,7 @@ from turbocat.db.models._common import (
     CreatedByMixin,
     OptionalTenantMixin,
     fk,
+    fts_index,
     gin_index,
     partial_index,
 )
@@ -160,6 +161,7 @@ class AgentRow(IdMixin, TimestampMixin, SoftDeleteMixin, TenantMixin, CreatedByM
         Index("ix_agents_organization_id_created_at", "organization_id", "created_at"),
         gin_index("agents", "tags"),
         gin_index("agents", "capabilities"),
+        fts_index("agents"),
         {"info": {"rls": "tenant_or_public"}},
     )
 

@@ -24,6 +24,7 @@ from turbocat.db.models._common import (
     CreatedByMixin,
     OptionalTenantMixin,
     fk,
+    fts_index,
     gin_index,
     partial_index,
 )
@@ -56,6 +57,7 @@ class TemplateRow(
         Index("ix_templates_usage_count", "usage_count"),
         Index("ix_templates_category_rating_average", "category", "rating_average", "usage_count"),
         gin_index("templates", "tags"),
+        fts_index("templates"),
         {"info": {"rls": "tenant_or_public"}},
     )
 

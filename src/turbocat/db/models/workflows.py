@@ -23,7 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from turbocat.db.base import Base, IdMixin, SoftDeleteMixin, TenantMixin, TimestampMixin
-from turbocat.db.models._common import CreatedByMixin, fk, gin_index, partial_index
+from turbocat.db.models._common import CreatedByMixin, fk, fts_index, gin_index, partial_index
 from turbocat.db.types import GUID, JSONDoc, StrList, UTCDateTime, enum_type
 from turbocat.domain.enums import (
     OnError,
@@ -95,6 +95,7 @@ class WorkflowRow(IdMixin, TimestampMixin, SoftDeleteMixin, TenantMixin, Created
         ),
         Index("ix_workflows_organization_id_created_at", "organization_id", "created_at"),
         gin_index("workflows", "tags"),
+        fts_index("workflows"),
         {"info": {"rls": "tenant_or_public"}},
     )
 
