@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from turbocat.api.ratelimit import RateLimiter
 from turbocat.config import Settings
 from turbocat.db.engine import Database
+from turbocat.security.crypto import KeyringSource
 from turbocat.security.passwords import PasswordHasher
 from turbocat.services.key_usage import KeyUsageBuffer
 
@@ -24,6 +25,8 @@ class AppContext:
     settings: Settings
     db: Database
     hasher: PasswordHasher
+    keyring: KeyringSource
+    """Credential encryption keys, loaded on first use (``keyring.get()``)."""
     clock: Callable[[], dt.datetime] = utc_clock
     rate_limiter: RateLimiter = field(default_factory=RateLimiter)
     key_usage: KeyUsageBuffer = field(default_factory=KeyUsageBuffer)
@@ -34,6 +37,7 @@ class AppContext:
             settings=settings,
             db=Database.from_settings(settings, app_role=app_role),
             hasher=PasswordHasher(settings.auth),
+            keyring=KeyringSource(settings),
         )
 
     async def close(self) -> None:

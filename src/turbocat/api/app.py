@@ -20,6 +20,7 @@ from turbocat.api.routes import (
     audit_logs,
     auth,
     health,
+    integrations,
     organizations,
     projects,
     users,
@@ -87,7 +88,17 @@ def create_app(settings: Settings, context: AppContext | None = None) -> FastAPI
     app.add_middleware(RequestIdMiddleware)
 
     v1 = APIRouter(prefix="/api/v1")
-    for module in (auth, users, organizations, api_keys, audit_logs, admin, projects, agents):
+    for module in (
+        auth,
+        users,
+        organizations,
+        api_keys,
+        audit_logs,
+        admin,
+        projects,
+        agents,
+        integrations,
+    ):
         v1.include_router(module.router)
     app.include_router(health.router)
     app.include_router(v1)

@@ -8,6 +8,7 @@ response rather than a lost write.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -19,7 +20,8 @@ from turbocat.bootstrap import AppContext
 from turbocat.db import tenancy
 from turbocat.db.engine import TenantContext
 from turbocat.domain.access import Principal
-from turbocat.domain.errors import AuthenticationFailed, NotFound, RateLimited
+from turbocat.domain.errors import AuthenticationFailed, FeatureDisabled, NotFound, RateLimited
+from turbocat.security.crypto import Keyring, KeyringError
 from turbocat.services import audit, auth
 
 
@@ -55,6 +57,21 @@ def _meta(request: Request) -> audit.RequestMeta:
 
 
 MetaDep = Annotated[audit.RequestMeta, Depends(_meta)]
+
+
+def _keyring(ctx: ContextDep) -> Keyring:
+    try:
+        return ctx.keyring.get()
+    except KeyringError as exc:
+        logging.getLogger("turbocat.api").error("credential encryption keys: %s", exc)
+        raise FeatureDisabled(
+            "credential encryption keys are not configured on this server; "
+            "an operator must run `turbocat secrets init` (see the server log)"
+        ) from exc
+
+
+KeyringDep = Annotated[Keyring, Depends(_keyring)]
+"""The credential encryption keys (reloaded when the key file changes)."""
 
 
 def _bearer(authorization: str | None) -> str:

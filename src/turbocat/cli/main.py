@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 import turbocat
-from turbocat.cli import admin, db, serve
+from turbocat.cli import admin, db, secrets, serve
 
 app = typer.Typer(
     name="turbocat",
@@ -20,6 +20,7 @@ app.add_typer(db.app, name="db")
 app.add_typer(admin.users_app, name="users")
 app.add_typer(admin.orgs_app, name="orgs")
 app.add_typer(admin.keys_app, name="keys")
+app.add_typer(secrets.app, name="secrets")
 
 
 @app.command()
