@@ -12,6 +12,7 @@ from fastapi.routing import APIRoute
 
 import turbocat
 from turbocat.api import errors
+from turbocat.api.bodies import YamlBodyMiddleware
 from turbocat.api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
 from turbocat.api.routes import (
     admin,
@@ -24,6 +25,7 @@ from turbocat.api.routes import (
     organizations,
     projects,
     users,
+    workflows,
 )
 from turbocat.bootstrap import AppContext
 from turbocat.config import Settings
@@ -84,6 +86,7 @@ def create_app(settings: Settings, context: AppContext | None = None) -> FastAPI
     )
     app.state.ctx = ctx
     errors.install(app)
+    app.add_middleware(YamlBodyMiddleware)  # innermost: sees bodies already size-checked
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.api.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
 
@@ -98,6 +101,7 @@ def create_app(settings: Settings, context: AppContext | None = None) -> FastAPI
         projects,
         agents,
         integrations,
+        workflows,
     ):
         v1.include_router(module.router)
     app.include_router(health.router)

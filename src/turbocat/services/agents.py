@@ -163,16 +163,7 @@ async def update(
     status = changes.pop("status", None)
     if status is not None:
         lifecycle.agent_transition(row.status, status)
-    latest = (await session.execute(
-        select(AgentRow).where(versions.lineage_of(AgentRow) == versions.lineage_id(row),
-                               versions.is_latest(AgentRow))
-    )).scalar_one()  # fmt: skip
-    if latest.id != row.id:
-        raise ValidationFailed.field(
-            ("path", "agent_id"),
-            f"only the latest version (v{latest.version}) can be edited",
-            "not_latest",
-        )
+    await versions.ensure_latest(session, AgentRow, row, ("path", "agent_id"))
     if row.total_executions > 0 and VERSIONED_FIELDS & set(changes):
         new = AgentRow(
             **{name: getattr(row, name) for name in (*EDITABLE, "type", "organization_id")},
@@ -216,9 +207,7 @@ async def delete(
 ) -> None:  # fmt: skip
     """Soft-delete the whole lineage (every version); restorable."""
     row = await get(session, principal, agent_id, for_write=True)
-    for version in await history(session, principal, agent_id):
-        if version.deleted_at is None:
-            version.deleted_at = now
+    await versions.soft_delete_lineage(session, AgentRow, row, now)
     _audit(session, principal, "agent.delete", row, now, meta, audit.snapshot(row, _FIELDS))
 
 
@@ -227,20 +216,10 @@ async def restore(
     meta: audit.RequestMeta,
 ) -> AgentRow:  # fmt: skip
     principal.require("agents:write", MemberRole.MEMBER)
-    stmt = select(AgentRow).where(AgentRow.id == agent_id).execution_options(include_deleted=True)
-    row = (await session.execute(stmt)).scalar_one_or_none()
-    if row is None or row.organization_id != principal.organization_id:
-        raise NotFound("agent", agent_id)
-    if row.deleted_at is None:
-        raise ValidationFailed.field(
-            ("path", "agent_id"), "the agent is not deleted", "not_deleted"
-        )
-    deleted_at = row.deleted_at
-    for version in (
-        await session.execute(versions.history(AgentRow, versions.lineage_id(row)))
-    ).scalars():
-        if version.deleted_at == deleted_at:
-            version.deleted_at = None
+    row: AgentRow = await versions.find_deleted(
+        session, AgentRow, agent_id, principal.organization_id, "agent"
+    )
+    await versions.restore_lineage(session, AgentRow, row)
     _audit(session, principal, "agent.restore", row, now, meta)
     return row
 

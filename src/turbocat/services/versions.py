@@ -6,11 +6,15 @@ Versions are rows: the first has ``parent_id`` NULL, every later one points at t
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, and_, exists, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
+
+from turbocat.domain.errors import NotFound, ValidationFailed
 
 
 class Versioned(Protocol):
@@ -49,3 +53,47 @@ def history(model: Any, root: uuid.UUID) -> Any:
         .order_by(model.version.desc())
         .execution_options(include_deleted=True)
     )
+
+
+async def ensure_latest(session: AsyncSession, model: Any, row: Any, path: tuple[str, str]) -> None:
+    """Refuse edits to a version that a newer version has superseded."""
+    latest = (
+        await session.execute(
+            select(model.version).where(lineage_of(model) == lineage_id(row), is_latest(model))
+        )
+    ).scalar_one()
+    if latest != row.version:
+        raise ValidationFailed.field(
+            path, f"only the latest version (v{latest}) can be edited", "not_latest"
+        )
+
+
+async def soft_delete_lineage(
+    session: AsyncSession, model: Any, row: Any, now: dt.datetime
+) -> None:
+    """Soft-delete every version of the row's lineage at ``now``."""
+    for version in (await session.execute(history(model, lineage_id(row)))).scalars():
+        if version.deleted_at is None:
+            version.deleted_at = now
+
+
+async def find_deleted(
+    session: AsyncSession, model: Any, ident: uuid.UUID, organization_id: uuid.UUID, kind: str
+) -> Any:
+    stmt = select(model).where(model.id == ident).execution_options(include_deleted=True)
+    row = (await session.execute(stmt)).scalar_one_or_none()
+    if row is None or row.organization_id != organization_id:
+        raise NotFound(kind, ident)
+    if row.deleted_at is None:
+        raise ValidationFailed.field(
+            ("path", f"{kind}_id"), f"the {kind} is not deleted", "not_deleted"
+        )
+    return row
+
+
+async def restore_lineage(session: AsyncSession, model: Any, row: Any) -> None:
+    """Undo the soft delete that removed ``row`` (the versions deleted with it)."""
+    deleted_at = row.deleted_at
+    for version in (await session.execute(history(model, lineage_id(row)))).scalars():
+        if version.deleted_at == deleted_at:
+            version.deleted_at = None

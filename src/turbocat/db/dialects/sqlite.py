@@ -40,16 +40,22 @@ def json_array_overlaps(column: Any, values: Sequence[str]) -> ColumnElement[boo
     return exists(select(literal(1)).select_from(each).where(each.c.value.in_(list(values))))
 
 
+_SUFFIXES = ("ies", "ing", "es", "ed", "s")
+
+
+def stem(word: str) -> str:
+    """A crude English stem, so that 'invoices' finds 'invoice' as PostgreSQL's stemmer does."""
+    for suffix in _SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)]
+    return word
+
+
 def words_match(columns: Sequence[Any], query: str) -> ColumnElement[bool]:
-    """Every word of ``query`` occurs (case-insensitively) in one of the columns."""
-    words = [w for w in query.lower().split() if w.strip('"')][:16]
+    """Every word of ``query`` (stemmed) occurs, case-insensitively, in one of the columns."""
+    words = [stem(w.strip('"')) for w in query.lower().split() if w.strip('"')][:16]
     clauses = [
-        or_(
-            *[
-                func.lower(func.coalesce(c, "")).contains(w.strip('"'), autoescape=True)
-                for c in columns
-            ]
-        )
+        or_(*[func.lower(func.coalesce(c, "")).contains(w, autoescape=True) for c in columns])
         for w in words
     ]
     return and_(*clauses) if clauses else literal(True).is_(literal(True))

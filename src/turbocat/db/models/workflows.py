@@ -21,6 +21,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql.expression import true
 
 from turbocat.db.base import Base, IdMixin, SoftDeleteMixin, TenantMixin, TimestampMixin
 from turbocat.db.models._common import CreatedByMixin, fk, fts_index, gin_index, partial_index
@@ -174,6 +175,14 @@ class WorkflowStepRow(IdMixin, TimestampMixin, TenantMixin, Base):
     retry_max_delay_ms: Mapped[int | None] = mapped_column(Integer)
     timeout_ms: Mapped[int | None] = mapped_column(Integer, default=30000)
     on_error: Mapped[OnError] = mapped_column(enum_type(OnError, "on_error"), default=OnError.FAIL)
+    description: Mapped[str | None] = mapped_column(Text)
+    join_mode: Mapped[str] = mapped_column(String(8), default="all", server_default="all")
+    """``all`` or ``any``: how the step joins its dependencies (definition ``join``)."""
+    retry_jitter: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    task_queue: Mapped[str | None] = mapped_column(String(255))
+    parent_key: Mapped[str | None] = mapped_column(String(100))
+    """The loop or parallel step whose body holds this step (none at the top level)."""
+    parent_branch: Mapped[str | None] = mapped_column(String(100))
 
 
 class WorkflowWorkQueueRow(IdMixin, TimestampMixin, TenantMixin, CreatedByMixin, Base):
