@@ -3,65 +3,23 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.e2e.conftest import Server, free_port
+
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
-    home = tmp_path / "home"
-    log = tmp_path / "serve.log"
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TURBOCAT_")}
-    env |= {"TURBOCAT_HOME": str(home), "TURBOCAT_LOG_LEVEL": "warning"}
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "turbocat", "serve", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            proc.wait()
-            pytest.fail(f"turbocat serve did not start:\n{log.read_text()}")
-        time.sleep(0.2)
-    yield base, home, log
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def test_serve_creates_database_and_serves_signup_and_keys(
     server: tuple[str, Path, subprocess.Popen[str]],
 ) -> None:
-    base, home, _ = server
+    base, home = server.base, server.home
     assert (home / "turbocat.db").is_file()
     assert httpx.get(f"{base}/readyz").status_code == 200
 
@@ -87,9 +45,9 @@ def test_serve_creates_database_and_serves_signup_and_keys(
     assert httpx.get(f"{base}/openapi.json").json()["info"]["title"] == "turbocat"
 
 
-def test_serve_prints_url_and_next_steps(server: tuple[str, Path, Path]) -> None:
-    base, _, log = server
-    out = log.read_text()
+def test_serve_prints_url_and_next_steps(server: Server) -> None:
+    out = server.log.read_text()
+    base = server.base
     assert base in out and "/docs" in out and "signup" in out
 
 

@@ -1,0 +1,109 @@
+"""User verbs over the REST API (through the SDK): workflows and agents.
+
+They talk to a running server: ``--url``/``TURBOCAT_URL`` (default http://127.0.0.1:8420) with
+``--api-key``/``TURBOCAT_API_KEY``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import typer
+from rich.table import Table
+
+from turbocat.cli.common import console, fail
+from turbocat.sdk import ApiError, Client
+
+T = TypeVar("T")
+
+workflows_app = typer.Typer(
+    help="Workflows on a turbocat server (needs an API key).", no_args_is_help=True
+)
+agents_app = typer.Typer(
+    help="Agents on a turbocat server (needs an API key).", no_args_is_help=True
+)
+
+UrlOpt = typer.Option(
+    None, "--url", envvar="TURBOCAT_URL", help="Server URL [default: http://127.0.0.1:8420]"
+)
+KeyOpt = typer.Option(None, "--api-key", envvar="TURBOCAT_API_KEY", help="API key (tc_...)")
+
+
+def _call(url: str | None, api_key: str | None, work: Callable[[Client], T]) -> T:
+    if not api_key:
+        raise fail("an API key is needed: pass --api-key or set TURBOCAT_API_KEY")
+    try:
+        with Client(url, api_key) as client:
+            return work(client)
+    except ApiError as exc:
+        raise fail(str(exc)) from exc
+
+
+def _is_yaml(path: Path, fmt: str | None) -> bool:
+    return (fmt or path.suffix.lstrip(".")).lower() in ("yaml", "yml")
+
+
+@workflows_app.command("list")
+def workflows_list(
+    status: str = typer.Option(None, help="draft, active, paused, inactive or archived"),
+    q: str = typer.Option(None, help="Text search"),
+    url: str = UrlOpt,
+    api_key: str = KeyOpt,
+) -> None:
+    """List workflows (latest versions)."""
+    rows = _call(url, api_key, lambda c: list(c.workflows.list(status=status, q=q)))
+    table = Table("kebab name", "name", "version", "status", "id")
+    for wf in rows:
+        table.add_row(wf["kebab_name"], wf["name"], str(wf["version"]), wf["status"], wf["id"])
+    console.print(table)
+
+
+@workflows_app.command("export")
+def workflows_export(
+    ref: str = typer.Argument(..., help="Workflow id or kebab name"),
+    output: Path = typer.Option(None, "-o", "--output", help="File to write [default: stdout]"),
+    fmt: str = typer.Option(None, "--format", help="yaml or json [default: from -o, else yaml]"),
+    url: str = UrlOpt,
+    api_key: str = KeyOpt,
+) -> None:
+    """Write a workflow as a portable file (YAML or JSON)."""
+    as_yaml = _is_yaml(output, fmt) if output else (fmt or "yaml").lower() != "json"
+    text = _call(url, api_key, lambda c: c.workflows.export(ref, yaml=as_yaml))
+    if output is None:
+        typer.echo(text)
+    else:
+        output.write_text(text)
+        console.print(f"wrote {output}")
+
+
+@workflows_app.command("import")
+def workflows_import(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="A file from 'export'"),
+    update: bool = typer.Option(
+        False, "--update", help="Make a new version if the kebab name exists"
+    ),
+    url: str = UrlOpt,
+    api_key: str = KeyOpt,
+) -> None:
+    """Create a workflow from a file (YAML or JSON)."""
+    content = file.read_text()
+    wf = _call(
+        url,
+        api_key,
+        lambda c: c.workflows.import_(content, yaml=_is_yaml(file, None), update=update),
+    )
+    console.print(f"imported {wf['kebab_name']} version {wf['version']} ({wf['id']})")
+
+
+@agents_app.command("list")
+def agents_list(url: str = UrlOpt, api_key: str = KeyOpt) -> None:
+    """List agents (latest versions)."""
+    rows = _call(url, api_key, lambda c: list(c.agents.list()))
+    table = Table("name", "type", "version", "status", "id")
+    for agent in rows:
+        table.add_row(
+            agent["name"], agent["type"], str(agent["version"]), agent["status"], agent["id"]
+        )
+    console.print(table)
