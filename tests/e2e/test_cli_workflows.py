@@ -94,3 +94,15 @@ def test_export_then_import_into_another_organization(server: Server, tmp_path: 
         env=clean_env(TURBOCAT_URL=server.base), capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert no_key.returncode == 1 and "API key" in no_key.stderr
+
+
+def test_api_verb_reaches_any_resource(server: Server, tmp_path: Path) -> None:
+    key = account(server.base, "api@example.com", "Api")
+    body = tmp_path / "wf.yaml"
+    body.write_text(yaml.safe_dump({"name": "From a file", "definition": DEFINITION}))
+    done = turbocat("api", "POST", "/workflows", "-d", f"@{body}", key=key, base=server.base)
+    assert done.returncode == 0, done.stderr
+    done = turbocat("api", "GET", "/workflows", "-q", "q=file", key=key, base=server.base)
+    assert done.returncode == 0 and '"kebab_name":"from-a-file"' in done.stdout.replace(" ", "")
+    bad = turbocat("api", "POST", "/workflows", "-d", '{"name": 1}', key=key, base=server.base)
+    assert bad.returncode == 1 and "body.definition" in bad.stderr

@@ -23,6 +23,7 @@ app.add_typer(admin.keys_app, name="keys")
 app.add_typer(secrets.app, name="secrets")
 app.add_typer(resources.workflows_app, name="workflows")
 app.add_typer(resources.agents_app, name="agents")
+app.command("api")(resources.api)
 
 
 @app.command()

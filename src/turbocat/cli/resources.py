@@ -107,3 +107,37 @@ def agents_list(url: str = UrlOpt, api_key: str = KeyOpt) -> None:
             agent["name"], agent["type"], str(agent["version"]), agent["status"], agent["id"]
         )
     console.print(table)
+
+
+def api(
+    method: str = typer.Argument(..., help="GET, POST, PATCH, PUT or DELETE"),
+    path: str = typer.Argument(..., help="Path under /api/v1, e.g. /projects"),
+    data: str = typer.Option(None, "--data", "-d", help="JSON body, or @FILE (JSON or YAML)"),
+    query: list[str] = typer.Option([], "--query", "-q", help="key=value (repeatable)"),
+    url: str = UrlOpt,
+    api_key: str = KeyOpt,
+) -> None:
+    """Call any REST endpoint and print the JSON answer (every resource is reachable)."""
+    kwargs: dict[str, object] = {}
+    if data is not None:
+        if data.startswith("@"):
+            file = Path(data[1:])
+            if not file.is_file():
+                raise fail(f"{file} is not a file")
+            content_type = "application/yaml" if _is_yaml(file, None) else "application/json"
+            kwargs = {"content": file.read_bytes(), "headers": {"Content-Type": content_type}}
+        else:
+            kwargs = {"content": data.encode(), "headers": {"Content-Type": "application/json"}}
+    params = {}
+    for item in query:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise fail(f"--query takes key=value, not {item!r}")
+        params[key] = value
+    route = path if path.startswith("/") else f"/{path}"
+    route = route.removeprefix("/api/v1")
+    response = _call(
+        url, api_key, lambda c: c.request(method.upper(), route, params=params, **kwargs)
+    )
+    if response.content:
+        typer.echo(response.text)
