@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from turbocat.api.ratelimit import RateLimiter
 from turbocat.config import Settings
 from turbocat.db.engine import Database
+from turbocat.engine.plan import PlanCache
+from turbocat.engine.worker import Notifier, Worker, WorkerConfig
 from turbocat.security.crypto import KeyringSource
 from turbocat.security.passwords import PasswordHasher
 from turbocat.services.key_usage import KeyUsageBuffer
@@ -30,6 +32,19 @@ class AppContext:
     clock: Callable[[], dt.datetime] = utc_clock
     rate_limiter: RateLimiter = field(default_factory=RateLimiter)
     key_usage: KeyUsageBuffer = field(default_factory=KeyUsageBuffer)
+    notifier: Notifier = field(default_factory=Notifier)
+    """Wakes this process's worker when a commit made steps ready."""
+    plans: PlanCache = field(default_factory=PlanCache)
+
+    def worker(self, config: WorkerConfig | None = None) -> Worker:
+        engine = self.settings.engine
+        config = config or WorkerConfig(
+            queues=list(engine.queues),
+            concurrency=engine.concurrency,
+            lease_seconds=engine.lease_seconds,
+            poll_seconds=engine.poll_seconds,
+        )
+        return Worker(self.db, config, clock=self.clock, notifier=self.notifier, plans=self.plans)
 
     @classmethod
     def build(cls, settings: Settings, *, app_role: bool = True) -> AppContext:

@@ -102,6 +102,22 @@ class DefinitionLimitSettings(BaseModel):
     max_expression_length: int = Field(default=4096, ge=16)
 
 
+class EngineSettings(BaseModel):
+    """The execution engine."""
+
+    embedded_worker: bool = True
+    """Run a worker inside ``turbocat serve`` (the embedded setup; on PostgreSQL you may turn
+    it off and run ``turbocat worker`` processes instead)."""
+    queues: list[str] = Field(default_factory=lambda: ["default"])
+    """Task queues the embedded worker serves."""
+    concurrency: int = Field(default=8, ge=1, le=1024)
+    """Steps a worker runs at once."""
+    lease_seconds: float = Field(default=30.0, ge=1.0)
+    """How long a claimed step is held without a heartbeat before another worker may take it."""
+    poll_seconds: float = Field(default=1.0, gt=0)
+    """How often an idle worker looks for work made ready by other processes."""
+
+
 class Settings(BaseSettings):
     """All of turbocat's settings."""
 
@@ -124,6 +140,7 @@ class Settings(BaseSettings):
     plans: dict[Plan, PlanLimitSettings] = Field(default_factory=_default_plans)
     """Limits per plan (seed 004 defaults)."""
     definitions: DefinitionLimitSettings = Field(default_factory=DefinitionLimitSettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
     secret_key_file: Path | None = None
     """File holding the credential encryption keys; default $TURBOCAT_HOME/secret-keys.json."""
 

@@ -20,6 +20,7 @@ from turbocat.api.routes import (
     api_keys,
     audit_logs,
     auth,
+    executions,
     health,
     integrations,
     organizations,
@@ -60,15 +61,29 @@ async def _flush_key_usage(ctx: AppContext) -> None:
             log.exception("could not write API key usage; will retry")
 
 
-def create_app(settings: Settings, context: AppContext | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, context: AppContext | None = None, *, embedded_worker: bool | None = None
+) -> FastAPI:
+    """The API; with ``embedded_worker`` (default: the setting) a worker runs in the process."""
     ctx = context or AppContext.build(settings)
+    if embedded_worker is None:
+        embedded_worker = settings.engine.embedded_worker
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         flusher = asyncio.create_task(_flush_key_usage(ctx), name="key-usage-flush")
+        stop_worker = asyncio.Event()
+        worker = (
+            asyncio.create_task(ctx.worker().run(stop_worker), name="embedded-worker")
+            if embedded_worker
+            else None
+        )
         try:
             yield
         finally:
+            stop_worker.set()
+            if worker is not None:
+                await worker
             flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
@@ -102,6 +117,7 @@ def create_app(settings: Settings, context: AppContext | None = None) -> FastAPI
         agents,
         integrations,
         workflows,
+        executions,
     ):
         v1.include_router(module.router)
     app.include_router(health.router)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 import turbocat
-from turbocat.cli import admin, db, resources, secrets, serve
+from turbocat.cli import admin, db, resources, secrets, serve, worker
 
 app = typer.Typer(
     name="turbocat",
@@ -16,6 +16,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("serve")(serve.serve)
+app.command("worker")(worker.worker)
 app.add_typer(db.app, name="db")
 app.add_typer(admin.users_app, name="users")
 app.add_typer(admin.orgs_app, name="orgs")

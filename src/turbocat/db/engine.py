@@ -8,7 +8,7 @@ Users give plain ``postgresql://`` or ``sqlite:///`` URLs; the driver is ours to
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -128,3 +128,9 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
+    """Run ``callback`` once this session's transaction has committed (never on rollback):
+    for side effects that must follow durable state, such as waking workers."""
+    event.listen(session.sync_session, "after_commit", lambda _s: callback(), once=True)

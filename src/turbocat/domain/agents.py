@@ -95,16 +95,31 @@ class ApiConfig(_Config):
 
 
 class DataOperation(_Config):
+    """One list operation; ``where``/``by`` are bare expressions with ``item`` = the element."""
+
     op: Literal["filter", "sort", "group", "aggregate", "map", "limit", "unique"]
-    where: str | None = None
-    by: str | None = None
+    where: str | None = Field(default=None, max_length=4096, description="filter: keep if true")
+    by: str | None = Field(
+        default=None, max_length=4096, description="sort/group/unique key, map/aggregate value"
+    )
     desc: bool = False
-    value: Any = None
-    count: int | None = Field(default=None, ge=0)
+    count: int | None = Field(default=None, ge=0, description="limit: how many to keep")
+
+    @model_validator(mode="after")
+    def _needs(self) -> DataOperation:
+        if self.op == "filter" and not self.where:
+            raise ValueError("filter needs where")
+        if self.op in ("group", "map") and not self.by:
+            raise ValueError(f"{self.op} needs by")
+        if self.op == "limit" and self.count is None:
+            raise ValueError("limit needs count")
+        return self
 
 
 class DataConfig(_Config):
-    """JSON transformations: a JMESPath query, a templated mapping, and/or list operations."""
+    """JSON transformations of the step input ``data`` (or the whole input): a JMESPath
+    ``query``, then list ``operations``; or a ``mapping`` of templates over the workflow
+    context (input, steps, vars), which becomes the output."""
 
     query: str | None = Field(default=None, max_length=10_000)
     mapping: dict[str, Any] | None = None

@@ -1,0 +1,93 @@
+"""Executions: start a run, watch it step by step, read its logs."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+from pydantic import AwareDatetime
+
+from turbocat.api.deps import ContextDep, NowDep, PrincipalDep, SessionDep
+from turbocat.api.paging import PageDep, make_page
+from turbocat.api.schemas.common import PROBLEM_RESPONSES, Page
+from turbocat.api.schemas.executions import (
+    ExecutionCreate,
+    ExecutionDetail,
+    ExecutionLogRead,
+    ExecutionRead,
+    StepRunRead,
+)
+from turbocat.domain.enums import ExecutionStatus, LogLevel, TriggerType
+from turbocat.services import executions
+
+router = APIRouter(tags=["executions"], responses=PROBLEM_RESPONSES)
+
+
+@router.post(
+    "/workflows/{workflow_id}/executions",
+    name="executions-start",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=ExecutionRead,
+)
+async def start_execution(
+    workflow_id: uuid.UUID,
+    body: ExecutionCreate,
+    ctx: ContextDep,
+    principal: PrincipalDep,
+    session: SessionDep,
+    now: NowDep,
+) -> ExecutionRead:
+    """Run this workflow version with ``input``. Answers at once; follow the execution at
+    ``GET /api/v1/executions/{id}``."""
+    row = await executions.start(
+        session, principal, workflow_id, input_data=body.input, trigger_type=TriggerType.API,
+        trigger_data=None, plans=ctx.plans, notify=ctx.notifier.notify, now=now,
+    )  # fmt: skip
+    return ExecutionRead.model_validate(row)
+
+
+@router.get("/executions", name="executions-list", response_model=Page[ExecutionRead])
+async def list_executions(
+    principal: PrincipalDep,
+    session: SessionDep,
+    page: PageDep,
+    workflow_id: Annotated[
+        uuid.UUID | None, Query(description="any version of this workflow")
+    ] = None,
+    status_: Annotated[ExecutionStatus | None, Query(alias="status")] = None,
+    trigger_type: TriggerType | None = None,
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
+) -> Page[ExecutionRead]:
+    filters = executions.ExecutionFilter(workflow_id, status_, trigger_type, since, until)
+    return make_page(
+        await executions.list_executions(session, principal, filters, page), page, ExecutionRead
+    )
+
+
+@router.get("/executions/{execution_id}", name="executions-get", response_model=ExecutionDetail)
+async def get_execution(
+    execution_id: uuid.UUID, principal: PrincipalDep, session: SessionDep
+) -> ExecutionDetail:
+    """The execution with every step run (one per step and attempt)."""
+    row = await executions.get(session, principal, execution_id)
+    steps = [StepRunRead.model_validate(r) for r in await executions.step_runs(session, row)]
+    return ExecutionDetail(**ExecutionRead.model_validate(row).model_dump(), steps=steps)
+
+
+@router.get(
+    "/executions/{execution_id}/logs", name="executions-logs", response_model=list[ExecutionLogRead]
+)
+async def execution_logs(
+    execution_id: uuid.UUID,
+    principal: PrincipalDep,
+    session: SessionDep,
+    level: Annotated[LogLevel | None, Query(description="this level and above")] = None,
+    after: Annotated[uuid.UUID | None, Query(description="log id to continue after")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> list[ExecutionLogRead]:
+    rows = await executions.logs(
+        session, principal, execution_id, min_level=level, after_id=after, limit=limit
+    )
+    return [ExecutionLogRead.model_validate(r) for r in rows]

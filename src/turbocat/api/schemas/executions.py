@@ -1,0 +1,77 @@
+"""Bodies for executions, their step runs and logs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from pydantic import Field
+
+from turbocat.api.schemas.common import ReadModel, RequestModel
+from turbocat.domain.enums import (
+    ExecutionResult,
+    ExecutionStatus,
+    LogLevel,
+    StepStatus,
+    StepType,
+    TriggerType,
+)
+
+
+class ExecutionCreate(RequestModel):
+    input: dict[str, Any] = Field(
+        default_factory=dict, description="validated against the definition's inputs schema"
+    )
+
+
+class ExecutionRead(ReadModel):
+    id: uuid.UUID
+    workflow_id: uuid.UUID
+    status: ExecutionStatus
+    result: ExecutionResult
+    trigger_type: TriggerType
+    input_data: dict[str, Any]
+    output_data: Any
+    steps_total: int
+    steps_completed: int
+    steps_failed: int
+    error_message: str | None
+    started_at: dt.datetime | None
+    completed_at: dt.datetime | None
+    duration_ms: int | None
+    user_id: uuid.UUID | None
+    api_key_id: uuid.UUID | None
+    created_at: dt.datetime
+
+
+class StepRunRead(ReadModel):
+    id: uuid.UUID
+    step_key: str
+    step_type: StepType
+    iteration: int
+    attempt: int
+    status: StepStatus
+    input: Any
+    output: Any
+    error: dict[str, Any] | None
+    idempotency_key: str
+    scheduled_for: dt.datetime | None
+    started_at: dt.datetime | None
+    completed_at: dt.datetime | None
+    duration_ms: int | None
+
+
+class ExecutionDetail(ExecutionRead):
+    steps: list[StepRunRead]
+
+
+class ExecutionLogRead(ReadModel):
+    id: uuid.UUID
+    level: LogLevel
+    message: str
+    metadata: dict[str, Any] = Field(validation_alias="metadata_")
+    step_key: str | None
+    step_status: StepStatus | None
+    step_duration_ms: int | None
+    created_at: dt.datetime

@@ -1,0 +1,1 @@
+"""The durable execution engine: plans, the step-run store, step runners and workers."""

@@ -1,0 +1,1 @@
+"""One module per agent kind; each turns rendered step inputs into an output."""

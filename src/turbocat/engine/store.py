@@ -1,0 +1,382 @@
+"""The engine's transactions over step_runs and executions.
+
+Every transition is committed before it is acted on. Claiming takes ready rows with
+``FOR UPDATE SKIP LOCKED`` (PostgreSQL; SQLite serializes writers) and bumps ``lease_epoch``;
+recording an outcome is one transaction that is fenced on that epoch (a worker that lost its
+lease cannot commit), decides retries, moves the graph forward, finishes the execution when
+nothing is left, and writes logs and counters with it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from turbocat.db.models import ExecutionLogRow, ExecutionRow, StepRunRow, WorkflowRow
+from turbocat.domain import progress
+from turbocat.domain.enums import ExecutionStatus, LogLevel, OnError, StepStatus, StepType
+from turbocat.domain.expressions import JSONValue, render_value
+from turbocat.domain.redaction import redact
+from turbocat.domain.runs import Retry, execution_result
+from turbocat.engine.plan import Plan
+from turbocat.engine.runner import StepFailure, StepOutcome
+
+S = StepStatus
+DEFAULT_RETRY_ON_ERROR_RETRY = Retry(count=3)
+"""``on_error: retry`` without a retry policy retries three times."""
+
+
+def idempotency_key(execution_id: uuid.UUID, step_key: str, iteration: int) -> str:
+    return f"{execution_id}:{step_key}:{iteration}"
+
+
+def log(
+    session: AsyncSession, execution: ExecutionRow, message: str, now: dt.datetime, *,
+    level: LogLevel = LogLevel.INFO, run: StepRunRow | None = None, **metadata: Any,
+) -> None:  # fmt: skip
+    session.add(
+        ExecutionLogRow(
+            organization_id=execution.organization_id,
+            execution_id=execution.id,
+            step_run_id=run.id if run else None,
+            level=level,
+            message=message,
+            metadata_=redact(metadata),
+            step_key=run.step_key if run else None,
+            step_status=run.status if run else None,
+            step_started_at=run.started_at if run else None,
+            step_completed_at=run.completed_at if run else None,
+            step_duration_ms=run.duration_ms if run else None,
+            created_at=now,
+        )
+    )
+
+
+def create_runs(
+    session: AsyncSession, execution: ExecutionRow, plan: Plan, now: dt.datetime
+) -> None:
+    """One pending row per step; steps without dependencies are ready at once."""
+    roots = set(progress.roots(plan.nodes))
+    for key, step in plan.steps.items():
+        ready = key in roots
+        session.add(
+            StepRunRow(
+                organization_id=execution.organization_id,
+                execution_id=execution.id,
+                step_key=key,
+                step_type=StepType(step.type),
+                iteration=0,
+                attempt=1,
+                status=S.READY if ready else S.PENDING,
+                queue=plan.queue_of(key),
+                idempotency_key=idempotency_key(execution.id, key, 0),
+                scheduled_for=now if ready else None,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+
+
+async def claim(
+    session: AsyncSession, *, worker_id: str, queues: Sequence[str], limit: int,
+    now: dt.datetime, lease: dt.timedelta,
+) -> list[StepRunRow]:  # fmt: skip
+    """Take up to ``limit`` ready rows of ``queues`` whose time has come, oldest first."""
+    if limit <= 0:
+        return []
+    ids = (
+        (
+            await session.execute(
+                select(StepRunRow.id)
+                .where(
+                    StepRunRow.status == S.READY,
+                    StepRunRow.queue.in_(list(queues)),
+                    StepRunRow.scheduled_for <= now,
+                )
+                .order_by(StepRunRow.scheduled_for, StepRunRow.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    if not ids:
+        return []
+    result = await session.execute(
+        update(StepRunRow)
+        .where(StepRunRow.id.in_(ids), StepRunRow.status == S.READY)
+        .values(
+            status=S.RUNNING,
+            lease_owner=worker_id,
+            lease_expires_at=now + lease,
+            lease_epoch=StepRunRow.lease_epoch + 1,
+            started_at=now,
+            updated_at=now,
+        )
+        .returning(StepRunRow),
+        execution_options={"synchronize_session": False},
+    )
+    return list(result.scalars().all())
+
+
+async def latest_runs(session: AsyncSession, execution_id: uuid.UUID) -> dict[str, StepRunRow]:
+    """The latest attempt of every step of an execution."""
+    rows = (
+        await session.execute(
+            select(StepRunRow)
+            .where(StepRunRow.execution_id == execution_id)
+            .order_by(StepRunRow.step_key, StepRunRow.attempt)
+        )
+    ).scalars()
+    return {row.step_key: row for row in rows}
+
+
+def _branch(run: StepRunRow) -> str | None:
+    """The label a completed condition chose."""
+    if run.step_type != StepType.CONDITION or not isinstance(run.output, dict):
+        return None
+    label = run.output.get("label")
+    return label if isinstance(label, str) else None
+
+
+def states_of(runs: dict[str, StepRunRow]) -> dict[str, progress.State]:
+    return {key: progress.State(run.status, _branch(run)) for key, run in runs.items()}
+
+
+def context_for(
+    execution: ExecutionRow, plan: Plan, runs: dict[str, StepRunRow]
+) -> dict[str, JSONValue]:
+    """What expressions of a step see: input, finished steps, vars, the execution."""
+    steps: dict[str, JSONValue] = {
+        key: {"output": run.output, "status": run.status.value, "error": run.error}
+        for key, run in runs.items()
+        if run.status in (S.COMPLETED, S.FAILED)
+    }
+    return {
+        "input": execution.input_data,
+        "steps": steps,
+        "vars": plan.definition.vars,
+        "execution": {
+            "id": str(execution.id),
+            "workflow_id": str(execution.workflow_id),
+            "started_at": execution.started_at.isoformat() if execution.started_at else None,
+            "trigger_type": execution.trigger_type.value,
+        },
+    }
+
+
+def _retry_policy(plan: Plan, key: str) -> Retry | None:
+    step = plan.steps[key]
+    if step.retry is not None and step.retry.count > 0:
+        r = step.retry
+        return Retry(
+            r.count, r.delay_ms, r.backoff.value == "exponential", r.max_delay_ms, r.jitter
+        )
+    if step.on_error.value == OnError.RETRY.value:
+        return DEFAULT_RETRY_ON_ERROR_RETRY
+    return None
+
+
+@dataclass
+class Recorded:
+    """What recording an outcome did, for the worker (wake others, stats)."""
+
+    lost_lease: bool = False
+    made_ready: int = 0
+    finished: bool = False
+
+
+async def record_outcome(
+    session: AsyncSession,
+    *,
+    run_id: uuid.UUID,
+    epoch: int,
+    outcome: StepOutcome,
+    plan: Plan,
+    now: dt.datetime,
+    rand: float,
+) -> Recorded:
+    """Commit a step's result and everything that follows from it, or nothing if the lease
+    was lost (the row was given to another worker or the execution ended)."""
+    failure = outcome.failure
+    started = (
+        await session.execute(select(StepRunRow.started_at).where(StepRunRow.id == run_id))
+    ).scalar()
+    duration = int((now - started).total_seconds() * 1000) if started else None
+    fenced = await session.execute(
+        update(StepRunRow)
+        .where(
+            StepRunRow.id == run_id, StepRunRow.lease_epoch == epoch, StepRunRow.status == S.RUNNING
+        )
+        .values(
+            status=S.FAILED if failure else S.COMPLETED,
+            output=None if failure else outcome.output,
+            input=redact(outcome.rendered_input) if outcome.rendered_input is not None else None,
+            error=redact(failure.as_json()) if failure else None,
+            completed_at=now,
+            duration_ms=duration,
+            lease_owner=None,
+            lease_expires_at=None,
+            updated_at=now,
+        )
+        .returning(StepRunRow),
+        execution_options={"synchronize_session": False},
+    )
+    run = fenced.scalars().one_or_none()
+    if run is None:
+        return Recorded(lost_lease=True)
+    execution = (
+        await session.execute(
+            select(ExecutionRow).where(ExecutionRow.id == run.execution_id).with_for_update()
+        )
+    ).scalar_one()
+    recorded = Recorded()
+    fatal = False
+    if failure is None:
+        execution.steps_completed += 1
+        log(session, execution, f"step {run.step_key} completed", now, run=run)
+    else:
+        delay = _retry_delay(plan, run, failure, rand)
+        if delay is not None:
+            _schedule_retry(session, run, now + dt.timedelta(milliseconds=delay))
+            log(
+                session,
+                execution,
+                f"step {run.step_key} failed, retry in {delay} ms: {failure.message}",
+                now,
+                level=LogLevel.WARN,
+                run=run,
+                attempt=run.attempt,
+                error=failure.as_json(),
+            )
+            return Recorded(made_ready=1)
+        execution.steps_failed += 1
+        log(session, execution, f"step {run.step_key} failed: {failure.message}", now,
+            level=LogLevel.ERROR, run=run, error=failure.as_json())  # fmt: skip
+        fatal = plan.steps[run.step_key].on_error.value != OnError.CONTINUE.value
+    runs = await latest_runs(session, execution.id)
+    if fatal:
+        await _end_others(session, execution.id, now)
+        await _finish(session, execution, plan, runs, now, failed_step=run, failure=failure)
+        recorded.finished = True
+        return recorded
+    decision = progress.advance(plan.nodes, states_of(runs))
+    for key in decision.ready:
+        runs[key].status, runs[key].scheduled_for, runs[key].updated_at = S.READY, now, now
+    for key in decision.skipped:
+        runs[key].status, runs[key].completed_at, runs[key].updated_at = S.SKIPPED, now, now
+    recorded.made_ready = len(decision.ready)
+    if progress.finished(states_of(runs), plan.nodes):
+        await _finish(session, execution, plan, runs, now)
+        recorded.finished = True
+    return recorded
+
+
+def _retry_delay(plan: Plan, run: StepRunRow, failure: StepFailure, rand: float) -> int | None:
+    policy = _retry_policy(plan, run.step_key)
+    if policy is None or not failure.retryable:
+        return None
+    return policy.delay_before(run.attempt + 1, rand)
+
+
+def _schedule_retry(session: AsyncSession, run: StepRunRow, at: dt.datetime) -> None:
+    session.add(
+        StepRunRow(
+            organization_id=run.organization_id,
+            execution_id=run.execution_id,
+            step_key=run.step_key,
+            step_type=run.step_type,
+            iteration=run.iteration,
+            attempt=run.attempt + 1,
+            status=S.READY,
+            agent_id=run.agent_id,
+            queue=run.queue,
+            idempotency_key=run.idempotency_key,
+            scheduled_for=at,
+            created_at=at,
+            updated_at=at,
+        )
+    )
+
+
+async def _end_others(session: AsyncSession, execution_id: uuid.UUID, now: dt.datetime) -> None:
+    """The execution failed: steps not yet run are skipped; running ones are cancelled (their
+    workers can no longer commit)."""
+    base = update(StepRunRow).where(StepRunRow.execution_id == execution_id)
+    await session.execute(
+        base.where(StepRunRow.status.in_([S.PENDING, S.READY])).values(
+            status=S.SKIPPED, updated_at=now
+        ),
+        execution_options={"synchronize_session": False},
+    )
+    await session.execute(
+        base.where(StepRunRow.status.in_([S.RUNNING, S.WAITING])).values(
+            status=S.CANCELLED, lease_owner=None, completed_at=now, updated_at=now
+        ),
+        execution_options={"synchronize_session": False},
+    )
+
+
+async def _finish(
+    session: AsyncSession,
+    execution: ExecutionRow,
+    plan: Plan,
+    runs: dict[str, StepRunRow],
+    now: dt.datetime,
+    *,
+    failed_step: StepRunRow | None = None,
+    failure: StepFailure | None = None,
+) -> None:
+    outcomes = [r.status for r in runs.values()]
+    if failed_step is not None and failure is not None:
+        status = ExecutionStatus.FAILED
+        execution.error_message = f"step {failed_step.step_key} failed: {failure.message}"
+        execution.error_stack = failure.stack
+    else:
+        status = ExecutionStatus.COMPLETED
+        try:
+            context = context_for(execution, plan, runs)
+            execution.output_data = {
+                name: render_value(template, context)
+                for name, template in plan.definition.outputs.items()
+            }
+        except Exception as exc:  # an outputs expression failed: the execution fails clearly
+            status = ExecutionStatus.FAILED
+            execution.error_message = f"outputs could not be computed: {exc}"
+    execution.status = status
+    execution.result = execution_result(outcomes)
+    execution.completed_at = now
+    started = execution.started_at or execution.created_at
+    execution.duration_ms = max(0, int((now - started).total_seconds() * 1000))
+    execution.updated_at = now
+    log(session, execution, f"execution {status.value} ({execution.result.value})", now,
+        level=LogLevel.INFO if status == ExecutionStatus.COMPLETED else LogLevel.ERROR)  # fmt: skip
+    await _count(session, execution, now)
+
+
+async def _count(session: AsyncSession, execution: ExecutionRow, now: dt.datetime) -> None:
+    """Workflow counters, updated atomically in the finishing transaction."""
+    ok = execution.status == ExecutionStatus.COMPLETED
+    duration = execution.duration_ms or 0
+    total = WorkflowRow.total_executions
+    await session.execute(
+        update(WorkflowRow)
+        .where(WorkflowRow.id == execution.workflow_id)
+        .values(
+            total_executions=total + 1,
+            successful_executions=WorkflowRow.successful_executions + (1 if ok else 0),
+            failed_executions=WorkflowRow.failed_executions + (0 if ok else 1),
+            avg_execution_time_ms=func.round(
+                (WorkflowRow.avg_execution_time_ms * 1.0 * total + duration) / (total + 1)
+            ),
+            last_execution_at=now,
+        ),
+        execution_options={"synchronize_session": False},
+    )

@@ -1,0 +1,237 @@
+"""The worker loop: claim ready steps, run them, record outcomes; renew leases; rescue the
+steps of workers that died.
+
+One ``Worker`` runs in ``turbocat serve`` (embedded, SQLite or PostgreSQL) or in
+``turbocat worker`` processes (PostgreSQL). It wakes when this process makes work ready and
+polls otherwise, so steps made ready by other processes are picked up within ``poll_seconds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import os
+import random
+import socket
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select, update
+
+from turbocat.db.engine import Database, TenantContext
+from turbocat.db.models import AgentRow, ExecutionRow, StepRunRow, WorkflowRow, WorkflowStepRow
+from turbocat.domain.definitions import AgentStep
+from turbocat.domain.enums import StepStatus
+from turbocat.engine import store
+from turbocat.engine.plan import PlanCache
+from turbocat.engine.runner import SavedAgent, StepFailure, StepOutcome, run_step
+
+log = logging.getLogger("turbocat.worker")
+SYSTEM = TenantContext(system=True)
+
+
+@dataclass
+class WorkerConfig:
+    queues: list[str] = field(default_factory=lambda: ["default"])
+    concurrency: int = 8
+    lease_seconds: float = 30.0
+    poll_seconds: float = 1.0
+    worker_id: str = field(
+        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    )
+
+
+class Notifier:
+    """Wakes this process's worker when work becomes ready (after the commit that made it)."""
+
+    def __init__(self) -> None:
+        self._event: asyncio.Event | None = None
+
+    @property
+    def event(self) -> asyncio.Event:
+        if self._event is None:
+            self._event = asyncio.Event()
+        return self._event
+
+    def notify(self) -> None:
+        self.event.set()
+
+
+class Worker:
+    def __init__(
+        self,
+        db: Database,
+        config: WorkerConfig,
+        *,
+        clock: Callable[[], dt.datetime],
+        notifier: Notifier | None = None,
+        plans: PlanCache | None = None,
+    ) -> None:
+        self.db = db
+        self.config = config
+        self.clock = clock
+        self.notifier = notifier or Notifier()
+        self.plans = plans or PlanCache()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._last_maintenance = dt.datetime.min.replace(tzinfo=dt.UTC)
+
+    @property
+    def busy(self) -> int:
+        return len(self._tasks)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Work until ``stop`` is set, then let running steps finish."""
+        while not stop.is_set():
+            try:
+                claimed = await self.tick()
+            except Exception:
+                log.exception("worker tick failed; retrying")
+                claimed = 0
+            if claimed == 0 or self.busy >= self.config.concurrency:
+                await self._sleep(stop)
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _sleep(self, stop: asyncio.Event) -> None:
+        event = self.notifier.event
+        waiters = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(stop.wait())]
+        try:
+            await asyncio.wait(
+                waiters, timeout=self.config.poll_seconds, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            event.clear()
+
+    async def drain(self, limit_seconds: float = 30.0) -> None:
+        """Run until nothing is ready or running (tests and ``turbocat run``)."""
+        async with asyncio.timeout(limit_seconds):
+            while True:
+                claimed = await self.tick()
+                if claimed == 0 and not self._tasks:
+                    return
+                if claimed == 0:
+                    await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+
+    async def tick(self) -> int:
+        """Maintenance when due, then claim as many steps as there are free slots."""
+        now = self.clock()
+        if now - self._last_maintenance >= dt.timedelta(seconds=self.config.lease_seconds / 3):
+            self._last_maintenance = now
+            await self.maintain(now)
+        free = self.config.concurrency - self.busy
+        if free <= 0:
+            return 0
+        async with self.db.transaction(SYSTEM) as session:
+            claimed = await store.claim(
+                session,
+                worker_id=self.config.worker_id,
+                queues=self.config.queues,
+                limit=free,
+                now=now,
+                lease=dt.timedelta(seconds=self.config.lease_seconds),
+            )
+        for run in claimed:
+            task = asyncio.create_task(self._execute(run.id, run.lease_epoch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return len(claimed)
+
+    async def maintain(self, now: dt.datetime) -> None:
+        """Renew this worker's leases; make steps with expired leases ready again."""
+        lease = dt.timedelta(seconds=self.config.lease_seconds)
+        async with self.db.transaction(SYSTEM) as session:
+            await session.execute(
+                update(StepRunRow)
+                .where(
+                    StepRunRow.lease_owner == self.config.worker_id,
+                    StepRunRow.status == StepStatus.RUNNING,
+                )
+                .values(lease_expires_at=now + lease),
+                execution_options={"synchronize_session": False},
+            )
+            rescued = await session.execute(
+                update(StepRunRow)
+                .where(StepRunRow.status == StepStatus.RUNNING, StepRunRow.lease_expires_at < now)
+                .values(
+                    status=StepStatus.READY,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    scheduled_for=now,
+                    updated_at=now,
+                )
+                .returning(StepRunRow.id),
+                execution_options={"synchronize_session": False},
+            )
+            count = len(rescued.all())
+        if count:
+            log.warning("made %d steps with expired leases ready again", count)
+            self.notifier.notify()
+
+    async def _execute(self, run_id: uuid.UUID, epoch: int) -> None:
+        try:
+            loaded = await self._load(run_id)
+            if loaded is None:
+                return
+            plan, step, context, agent = loaded
+            outcome = await run_step(step, context, agent=agent)
+        except Exception as exc:  # loading failed (e.g. the definition no longer validates)
+            log.exception("could not run step %s", run_id)
+            plan = None
+            outcome = StepOutcome(failure=StepFailure(type(exc).__name__, str(exc), False))
+        if plan is None:
+            return
+        async with self.db.transaction(SYSTEM) as session:
+            recorded = await store.record_outcome(
+                session, run_id=run_id, epoch=epoch, outcome=outcome, plan=plan,
+                now=self.clock(), rand=random.random(),  # noqa: S311 - jitter, not security
+            )  # fmt: skip
+        if recorded.lost_lease:
+            log.warning("step run %s lost its lease; its result was discarded", run_id)
+        if recorded.made_ready:
+            self.notifier.notify()
+
+    async def _load(self, run_id: uuid.UUID) -> tuple[Any, Any, Any, SavedAgent | None] | None:
+        async with self.db.transaction(SYSTEM) as session:
+            run = await session.get(StepRunRow, run_id)
+            if run is None:
+                return None
+            execution = await session.get(ExecutionRow, run.execution_id)
+            assert execution is not None
+            workflow = await session.get(WorkflowRow, execution.workflow_id)
+            assert workflow is not None
+            plan = self.plans.get(
+                workflow.id,
+                workflow.updated_at.isoformat(),
+                workflow.definition,
+                workflow.task_queue,
+            )
+            step = plan.steps[run.step_key]
+            runs = await store.latest_runs(session, execution.id)
+            context = store.context_for(execution, plan, runs)
+            agent = await _saved_agent(session, workflow.id, step)
+        return plan, step, context, agent
+
+
+async def _saved_agent(session: Any, workflow_id: uuid.UUID, step: Any) -> SavedAgent | None:
+    if not isinstance(step, AgentStep) or step.agent is None:
+        return None
+    row = (
+        await session.execute(
+            select(AgentRow)
+            .join(WorkflowStepRow, WorkflowStepRow.agent_id == AgentRow.id)
+            .where(WorkflowStepRow.workflow_id == workflow_id, WorkflowStepRow.step_key == step.key)
+        )
+    ).scalar_one_or_none()
+    return SavedAgent(row.type, row.config) if row is not None else None
+
+
+async def stop_quietly(task: asyncio.Task[None], stop: asyncio.Event) -> None:
+    stop.set()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -1,0 +1,150 @@
+"""Executions: start a run of a workflow version, read it with its steps, list, logs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from turbocat.db.engine import after_commit
+from turbocat.db.listing import PageRequest, apply_page
+from turbocat.db.models import ExecutionLogRow, ExecutionRow, StepRunRow
+from turbocat.domain.access import Principal
+from turbocat.domain.enums import (
+    ExecutionStatus,
+    LogLevel,
+    MemberRole,
+    TriggerType,
+    WorkflowStatus,
+)
+from turbocat.domain.errors import Conflict, NotFound
+from turbocat.domain.jsonschemas import validate_instance
+from turbocat.engine import store
+from turbocat.engine.plan import PlanCache
+from turbocat.services import workflows
+
+RUNNABLE = (WorkflowStatus.DRAFT, WorkflowStatus.ACTIVE)
+"""Statuses in which a workflow may be run on demand (paused, inactive and archived may not)."""
+
+_LEVELS = list(LogLevel)
+
+
+@dataclass(frozen=True)
+class ExecutionFilter:
+    workflow_id: uuid.UUID | None = None
+    status: ExecutionStatus | None = None
+    trigger_type: TriggerType | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+
+
+async def start(
+    session: AsyncSession,
+    principal: Principal,
+    workflow_id: uuid.UUID,
+    *,
+    input_data: dict[str, Any],
+    trigger_type: TriggerType,
+    trigger_data: dict[str, Any] | None,
+    plans: PlanCache,
+    notify: Callable[[], None],
+    now: dt.datetime,
+) -> ExecutionRow:
+    """Create a running execution of this exact version; its first steps are ready at once."""
+    principal.require("executions:write", MemberRole.MEMBER)
+    workflow = await workflows.get(session, principal, workflow_id)
+    if workflow.organization_id != principal.organization_id:
+        raise NotFound("workflow", workflow_id)
+    if workflow.status not in RUNNABLE:
+        raise Conflict(f"a {workflow.status.value} workflow cannot be run; activate it first")
+    plan = plans.get(
+        workflow.id, workflow.updated_at.isoformat(), workflow.definition, workflow.task_queue
+    )
+    if plan.definition.inputs:
+        validate_instance(input_data, plan.definition.inputs, ("body", "input"))
+    timeout = plan.definition.timeout_seconds or workflow.execution_timeout_seconds
+    execution = ExecutionRow(
+        organization_id=principal.organization_id,
+        workflow_id=workflow.id,
+        user_id=principal.user_id,
+        api_key_id=principal.api_key_id,
+        status=ExecutionStatus.RUNNING,
+        trigger_type=trigger_type,
+        trigger_data=trigger_data or {},
+        input_data=input_data,
+        output_data={},
+        steps_total=len(plan.steps),
+        task_queue=plan.task_queue,
+        started_at=now,
+        timeout_at=now + dt.timedelta(seconds=timeout) if timeout else None,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(execution)
+    await session.flush()
+    store.create_runs(session, execution, plan, now)
+    store.log(session, execution, f"execution started ({trigger_type.value})", now)
+    after_commit(session, notify)
+    return execution
+
+
+async def get(session: AsyncSession, principal: Principal, execution_id: uuid.UUID) -> ExecutionRow:
+    principal.require("executions:read", MemberRole.VIEWER)
+    row = await session.get(ExecutionRow, execution_id)
+    if row is None or row.organization_id != principal.organization_id:
+        raise NotFound("execution", execution_id)
+    return row
+
+
+async def step_runs(session: AsyncSession, execution: ExecutionRow) -> list[StepRunRow]:
+    stmt = (
+        select(StepRunRow)
+        .where(StepRunRow.execution_id == execution.id)
+        .order_by(StepRunRow.created_at, StepRunRow.step_key, StepRunRow.attempt)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def list_executions(
+    session: AsyncSession, principal: Principal, filters: ExecutionFilter, page: PageRequest
+) -> list[ExecutionRow]:
+    principal.require("executions:read", MemberRole.VIEWER)
+    stmt = select(ExecutionRow).where(ExecutionRow.organization_id == principal.organization_id)
+    if filters.workflow_id is not None:
+        lineage = await workflows.history(session, principal, filters.workflow_id)
+        stmt = stmt.where(ExecutionRow.workflow_id.in_([w.id for w in lineage]))
+    if filters.status is not None:
+        stmt = stmt.where(ExecutionRow.status == filters.status)
+    if filters.trigger_type is not None:
+        stmt = stmt.where(ExecutionRow.trigger_type == filters.trigger_type)
+    if filters.since is not None:
+        stmt = stmt.where(ExecutionRow.created_at >= filters.since)
+    if filters.until is not None:
+        stmt = stmt.where(ExecutionRow.created_at < filters.until)
+    stmt = apply_page(stmt, page, id_col=ExecutionRow.id, created_col=ExecutionRow.created_at)
+    return list((await session.execute(stmt)).scalars())
+
+
+async def logs(
+    session: AsyncSession,
+    principal: Principal,
+    execution_id: uuid.UUID,
+    *,
+    min_level: LogLevel | None,
+    after_id: uuid.UUID | None,
+    limit: int,
+) -> list[ExecutionLogRow]:
+    """An execution's log lines, oldest first, at or above ``min_level``."""
+    execution = await get(session, principal, execution_id)
+    stmt = select(ExecutionLogRow).where(ExecutionLogRow.execution_id == execution.id)
+    if min_level is not None:
+        stmt = stmt.where(ExecutionLogRow.level.in_(_LEVELS[_LEVELS.index(min_level) :]))
+    if after_id is not None:
+        stmt = stmt.where(ExecutionLogRow.id > after_id)
+    stmt = stmt.order_by(ExecutionLogRow.id).limit(limit)
+    return list((await session.execute(stmt)).scalars())

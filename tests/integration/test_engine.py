@@ -1,0 +1,246 @@
+"""The engine, end to end through the API with the embedded worker, and its store directly."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import httpx
+
+from tests.integration.conftest import Account, assert_problem, signup
+
+
+def data_step(key: str, *, deps: tuple[str, ...] = (), **config: Any) -> dict[str, Any]:
+    step: dict[str, Any] = {
+        "key": key,
+        "type": "agent",
+        "component": {"kind": "data", "config": config},
+    }
+    if deps:
+        step["depends_on"] = list(deps)
+    return step
+
+
+async def run_workflow(
+    client: httpx.AsyncClient, who: Account, definition: dict, payload: dict | None = None
+) -> dict:
+    r = await client.post(
+        "/api/v1/workflows",
+        headers=who.headers,
+        json={"name": f"wf {uuid.uuid4().hex[:6]}", "definition": definition},
+    )
+    assert r.status_code == 201, r.text
+    r = await client.post(
+        f"/api/v1/workflows/{r.json()['id']}/executions",
+        headers=who.headers,
+        json={"input": payload or {}},
+    )
+    assert r.status_code == 202, r.text
+    return await wait_done(client, who, r.json()["id"])
+
+
+async def wait_done(
+    client: httpx.AsyncClient, who: Account, execution_id: str, seconds: float = 20
+) -> dict:
+    async with asyncio.timeout(seconds):
+        while True:
+            body = (
+                await client.get(f"/api/v1/executions/{execution_id}", headers=who.headers)
+            ).json()
+            if body["status"] not in ("pending", "running", "waiting"):
+                return body
+            await asyncio.sleep(0.02)
+
+
+async def test_sequential_data_steps_complete_with_outputs(client: httpx.AsyncClient) -> None:
+    owner = await signup(client, "run@example.com")
+    definition = {
+        "inputs": {
+            "type": "object",
+            "properties": {"orders": {"type": "array"}},
+            "required": ["orders"],
+        },
+        "steps": [
+            data_step("big", operations=[{"op": "filter", "where": "item.total > 100"}]),
+            data_step("names", deps=("big",), query="[].customer"),
+            data_step(
+                "summary",
+                deps=("names",),
+                mapping={
+                    "count": "{{ len(steps.names.output) }}",
+                    "who": "{{ join(steps.names.output, ', ') }}",
+                },
+            ),
+        ],
+        "outputs": {
+            "summary": "{{ steps.summary.output }}",
+            "first": "{{ steps.names.output[0] }}",
+        },
+    }
+    definition["steps"][0]["inputs"] = {"data": "{{ input.orders }}"}
+    definition["steps"][1]["inputs"] = {"data": "{{ steps.big.output }}"}
+    orders = [
+        {"customer": "ada", "total": 250},
+        {"customer": "bob", "total": 20},
+        {"customer": "cy", "total": 101},
+    ]
+    done = await run_workflow(client, owner, definition, {"orders": orders})
+    assert done["status"] == "completed" and done["result"] == "success", done
+    assert done["output_data"] == {"summary": {"count": 2, "who": "ada, cy"}, "first": "ada"}
+    assert done["steps_completed"] == 3 and done["steps_failed"] == 0
+    steps = {s["step_key"]: s for s in done["steps"]}
+    assert steps["names"]["idempotency_key"] == f"{done['id']}:names:0"
+    assert steps["names"]["input"] == {
+        "data": [{"customer": "ada", "total": 250}, {"customer": "cy", "total": 101}]
+    }
+    logs = (await client.get(f"/api/v1/executions/{done['id']}/logs", headers=owner.headers)).json()
+    assert (
+        logs[0]["message"].startswith("execution started")
+        and logs[-1]["message"] == "execution completed (success)"
+    )
+    wf = (
+        await client.get(f"/api/v1/workflows/{done['workflow_id']}", headers=owner.headers)
+    ).json()
+    assert (
+        wf["total_executions"] == 1 and wf["successful_executions"] == 1 and wf["last_execution_at"]
+    )
+
+
+async def test_condition_branches_skip_and_join_any(client: httpx.AsyncClient) -> None:
+    owner = await signup(client, "cond@example.com")
+    definition = {
+        "steps": [
+            {
+                "key": "route",
+                "type": "condition",
+                "branches": [{"label": "big", "when": "{{ input.n > 10 }}"}],
+                "default": "small",
+            },
+            {**data_step("on_big", deps=("route",), mapping={"size": "big"}), "when": "big"},
+            {**data_step("on_small", deps=("route",), mapping={"size": "small"}), "when": "small"},
+            {
+                **data_step(
+                    "after",
+                    deps=("on_big", "on_small"),
+                    mapping={"from": "{{ coalesce(steps.on_big.output, steps.on_small.output) }}"},
+                ),
+                "join": "any",
+            },
+        ],
+        "outputs": {"result": "{{ steps.after.output.from.size }}"},
+    }
+    big = await run_workflow(client, owner, definition, {"n": 50})
+    assert big["output_data"] == {"result": "big"}
+    statuses = {s["step_key"]: s["status"] for s in big["steps"]}
+    assert statuses == {
+        "route": "completed",
+        "on_big": "completed",
+        "on_small": "skipped",
+        "after": "completed",
+    }
+    small = await run_workflow(client, owner, definition, {"n": 1})
+    assert small["output_data"] == {"result": "small"} and small["result"] == "success"
+
+
+async def test_failure_fails_the_execution_and_skips_the_rest(client: httpx.AsyncClient) -> None:
+    owner = await signup(client, "fail@example.com")
+    definition = {
+        "steps": [
+            {**data_step("sum", operations=[{"op": "aggregate"}]), "inputs": {"data": ["a", "b"]}},
+            data_step("later", deps=("sum",), mapping={"x": 1}),
+        ]
+    }
+    done = await run_workflow(client, owner, definition)
+    assert done["status"] == "failed" and done["result"] == "failure"
+    assert "step sum failed: aggregate needs numbers" in done["error_message"]
+    assert {s["step_key"]: s["status"] for s in done["steps"]} == {
+        "sum": "failed",
+        "later": "skipped",
+    }
+    assert next(s for s in done["steps"] if s["step_key"] == "sum")["error"]["type"] == "data_error"
+
+
+async def test_on_error_continue_gives_a_partial_result(client: httpx.AsyncClient) -> None:
+    owner = await signup(client, "cont@example.com")
+    definition = {
+        "steps": [
+            {
+                **data_step("bad", operations=[{"op": "aggregate"}]),
+                "inputs": {"data": ["x"]},
+                "on_error": "continue",
+            },
+            data_step("good", deps=("bad",), mapping={"saw": "{{ steps.bad.error.type }}"}),
+        ],
+        "outputs": {"saw": "{{ steps.good.output.saw }}"},
+    }
+    done = await run_workflow(client, owner, definition)
+    assert done["status"] == "completed" and done["result"] == "partial"
+    assert done["output_data"] == {"saw": "data_error"}
+
+
+async def test_bad_runs_are_refused_before_anything_is_written(client: httpx.AsyncClient) -> None:
+    owner = await signup(client, "refuse@example.com")
+    other = await signup(client, "refuse2@example.com", "Other")
+    definition = {
+        "inputs": {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]},
+        "steps": [data_step("a", mapping={"x": 1})],
+    }
+    wf = (
+        await client.post(
+            "/api/v1/workflows",
+            headers=owner.headers,
+            json={"name": "typed", "definition": definition},
+        )
+    ).json()
+    url = f"/api/v1/workflows/{wf['id']}/executions"
+    body = assert_problem(
+        await client.post(url, headers=owner.headers, json={"input": {"n": "seven"}}), 422
+    )
+    assert body["errors"][0]["field"] == "body.input.n"
+    assert_problem(await client.post(url, headers=owner.headers, json={"input": {}}), 422)
+    assert_problem(await client.post(url, headers=other.headers, json={"input": {"n": 1}}), 404)
+    await client.patch(
+        f"/api/v1/workflows/{wf['id']}", headers=owner.headers, json={"status": "archived"}
+    )
+    assert_problem(await client.post(url, headers=owner.headers, json={"input": {"n": 1}}), 409)
+    assert (await client.get("/api/v1/executions", headers=owner.headers)).json()["items"] == []
+    loop = {
+        "steps": [
+            {
+                "key": "l",
+                "type": "loop",
+                "over": "{{ [1] }}",
+                "body": data_step("b", mapping={"x": 1}),
+            }
+        ]
+    }
+    wf = (
+        await client.post(
+            "/api/v1/workflows", headers=owner.headers, json={"name": "loops", "definition": loop}
+        )
+    ).json()
+    r = await client.post(
+        f"/api/v1/workflows/{wf['id']}/executions", headers=owner.headers, json={}
+    )
+    assert assert_problem(r, 422)["errors"][0]["code"] == "unsupported_step_type"
+
+
+async def test_executions_are_listed_and_private_to_their_tenant(client: httpx.AsyncClient) -> None:
+    owner = await signup(client, "list@example.com")
+    other = await signup(client, "list2@example.com", "Other")
+    done = await run_workflow(client, owner, {"steps": [data_step("a", mapping={"x": 1})]})
+    page = (
+        await client.get(
+            "/api/v1/executions", headers=owner.headers, params={"status": "completed"}
+        )
+    ).json()
+    assert [e["id"] for e in page["items"]] == [done["id"]]
+    by_wf = (
+        await client.get(
+            "/api/v1/executions", headers=owner.headers, params={"workflow_id": done["workflow_id"]}
+        )
+    ).json()
+    assert len(by_wf["items"]) == 1
+    assert_problem(await client.get(f"/api/v1/executions/{done['id']}", headers=other.headers), 404)
+    assert (await client.get("/api/v1/executions", headers=other.headers)).json()["items"] == []

@@ -1,0 +1,145 @@
+"""The engine's store driven directly (no embedded worker): retries and lease fencing."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from tests.integration.conftest import Account, Clock, signup
+from tests.integration.test_engine import data_step
+from turbocat.bootstrap import AppContext
+from turbocat.db.engine import TenantContext
+from turbocat.db.models import StepRunRow, WorkflowRow
+from turbocat.engine import store
+from turbocat.engine.runner import StepFailure, StepOutcome
+from turbocat.engine.worker import WorkerConfig
+
+
+async def started_execution(
+    client: httpx.AsyncClient, app_context: AppContext, who: Account, definition: dict
+) -> str:
+    """Create and start an execution with the embedded worker kept out of the way."""
+    wf = (
+        await client.post(
+            "/api/v1/workflows",
+            headers=who.headers,
+            json={"name": "direct", "definition": definition},
+        )
+    ).json()
+    r = await client.post(f"/api/v1/workflows/{wf['id']}/executions", headers=who.headers, json={})
+    return str(r.json()["id"])
+
+
+@pytest.fixture
+def app_context(settings, clock: Clock) -> AppContext:
+    settings.engine.embedded_worker = False  # these tests drive the worker themselves
+    ctx = AppContext.build(settings)
+    ctx.clock = clock
+    return ctx
+
+
+async def test_retries_schedule_new_attempts_with_backoff(
+    client: httpx.AsyncClient, app_context: AppContext, clock: Clock
+) -> None:
+    owner = await signup(client, "retry@example.com")
+    step = {
+        **data_step("flaky", mapping={"x": 1}),
+        "retry": {"count": 2, "delay_ms": 1000, "jitter": False},
+    }
+    execution_id = await started_execution(client, app_context, owner, {"steps": [step]})
+    worker = app_context.worker(WorkerConfig(worker_id="w1"))
+    db = app_context.db
+    wf_row = None
+    async with db.transaction(TenantContext(system=True)) as session:
+        (claimed,) = await store.claim(
+            session,
+            worker_id="w1",
+            queues=["default"],
+            limit=5,
+            now=clock.now,
+            lease=dt.timedelta(seconds=30),
+        )
+        wf_row = (await session.execute(select(WorkflowRow))).scalar_one()
+    plan = app_context.plans.get(
+        wf_row.id, wf_row.updated_at.isoformat(), wf_row.definition, wf_row.task_queue
+    )
+    boom = StepOutcome(failure=StepFailure("ConnectionError", "upstream reset", retryable=True))
+    async with db.transaction(TenantContext(system=True)) as session:
+        recorded = await store.record_outcome(
+            session,
+            run_id=claimed.id,
+            epoch=claimed.lease_epoch,
+            outcome=boom,
+            plan=plan,
+            now=clock.now,
+            rand=0.5,
+        )
+    assert not recorded.finished
+    async with db.transaction(TenantContext(system=True)) as session:
+        runs = (
+            (await session.execute(select(StepRunRow).order_by(StepRunRow.attempt))).scalars().all()
+        )
+    assert [(r.attempt, r.status.value) for r in runs] == [(1, "failed"), (2, "ready")]
+    assert runs[1].scheduled_for == clock.now + dt.timedelta(seconds=1)
+    assert runs[1].idempotency_key == runs[0].idempotency_key
+    assert await worker.tick() == 0  # not due yet
+    clock.advance(seconds=1)
+    await worker.drain()
+    done = (await client.get(f"/api/v1/executions/{execution_id}", headers=owner.headers)).json()
+    assert done["status"] == "completed" and [s["attempt"] for s in done["steps"]] == [1, 2]
+
+
+async def test_a_worker_that_lost_its_lease_cannot_commit(
+    client: httpx.AsyncClient, app_context: AppContext, clock: Clock
+) -> None:
+    owner = await signup(client, "lease@example.com")
+    execution_id = await started_execution(
+        client, app_context, owner, {"steps": [data_step("a", mapping={"x": 1})]}
+    )
+    db = app_context.db
+    lease = dt.timedelta(seconds=30)
+    async with db.transaction(TenantContext(system=True)) as session:
+        (first,) = await store.claim(
+            session, worker_id="dead", queues=["default"], limit=1, now=clock.now, lease=lease
+        )
+        wf_row = (await session.execute(select(WorkflowRow))).scalar_one()
+    plan = app_context.plans.get(
+        wf_row.id, wf_row.updated_at.isoformat(), wf_row.definition, wf_row.task_queue
+    )
+    clock.advance(seconds=31)  # the first worker died; its lease runs out
+    rescuer = app_context.worker(WorkerConfig(worker_id="alive", lease_seconds=30))
+    await rescuer.maintain(clock.now)
+    async with db.transaction(TenantContext(system=True)) as session:
+        (second,) = await store.claim(
+            session, worker_id="alive", queues=["default"], limit=1, now=clock.now, lease=lease
+        )
+    assert second.id == first.id and second.lease_epoch == first.lease_epoch + 1
+    assert second.idempotency_key == first.idempotency_key
+    stale = StepOutcome(output={"from": "dead"})
+    async with db.transaction(TenantContext(system=True)) as session:
+        recorded = await store.record_outcome(
+            session,
+            run_id=first.id,
+            epoch=first.lease_epoch,
+            outcome=stale,
+            plan=plan,
+            now=clock.now,
+            rand=0.5,
+        )
+    assert recorded.lost_lease
+    async with db.transaction(TenantContext(system=True)) as session:
+        recorded = await store.record_outcome(
+            session,
+            run_id=second.id,
+            epoch=second.lease_epoch,
+            outcome=StepOutcome(output={"from": "alive"}),
+            plan=plan,
+            now=clock.now,
+            rand=0.5,
+        )
+    assert recorded.finished
+    done = (await client.get(f"/api/v1/executions/{execution_id}", headers=owner.headers)).json()
+    assert done["status"] == "completed" and done["steps"][0]["output"] == {"from": "alive"}
