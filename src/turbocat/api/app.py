@@ -20,11 +20,14 @@ from turbocat.api.routes import (
     api_keys,
     audit_logs,
     auth,
+    components,
     executions,
     health,
     integrations,
     organizations,
     projects,
+    prompts,
+    templates,
     users,
     workflows,
 )
@@ -118,6 +121,9 @@ def create_app(
         integrations,
         workflows,
         executions,
+        components,
+        prompts,
+        templates,
     ):
         v1.include_router(module.router)
     app.include_router(health.router)

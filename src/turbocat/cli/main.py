@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 import turbocat
-from turbocat.cli import admin, db, resources, secrets, serve, worker
+from turbocat.cli import admin, db, resources, secrets, serve, templates, worker
 
 app = typer.Typer(
     name="turbocat",
@@ -22,6 +22,7 @@ app.add_typer(admin.users_app, name="users")
 app.add_typer(admin.orgs_app, name="orgs")
 app.add_typer(admin.keys_app, name="keys")
 app.add_typer(secrets.app, name="secrets")
+app.add_typer(templates.app, name="templates")
 app.add_typer(resources.workflows_app, name="workflows")
 app.add_typer(resources.agents_app, name="agents")
 app.command("api")(resources.api)

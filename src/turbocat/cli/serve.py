@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import typer
 import uvicorn
 from sqlalchemy.engine import make_url
@@ -30,6 +32,24 @@ def _prepare_database(settings: Settings, auto_migrate: bool) -> None:
     )
 
 
+def _seed_embedded_catalog(settings: Settings) -> None:
+    """On embedded SQLite, load official templates and built-ins on every start (idempotent);
+    on PostgreSQL an operator runs ``turbocat templates load``."""
+    if make_url(settings.resolved_database_url).get_backend_name() != "sqlite":
+        return
+    from turbocat.db.engine import Database
+    from turbocat.services.catalog import seed_catalog
+
+    async def go() -> None:
+        db = Database.from_settings(settings, app_role=False)
+        try:
+            await seed_catalog(db)
+        finally:
+            await db.dispose()
+
+    asyncio.run(go())
+
+
 def serve(
     host: str = typer.Option(None, help="Interface to listen on [default: 127.0.0.1]"),
     port: int = typer.Option(None, help="Port to listen on [default: 8420]"),
@@ -46,6 +66,7 @@ def serve(
     settings.home.mkdir(parents=True, exist_ok=True)
     try:
         _prepare_database(settings, migrate_db)
+        _seed_embedded_catalog(settings)
     except typer.Exit:
         raise
     except Exception as exc:
