@@ -82,6 +82,13 @@ class Principal:
                 f"this action needs the {minimum.value} role or higher; you are {self.role.value}"
             )
 
+    def require_access(self, resource: str, *, write: bool = False) -> None:
+        """The usual rule for content: viewers read ``resource``, members and up write it."""
+        if write:
+            self.require(f"{resource}:write", MemberRole.MEMBER)
+        else:
+            self.require(f"{resource}:read", MemberRole.VIEWER)
+
     def can_grant_scopes(self, scopes: list[str]) -> list[str]:
         """Scopes among ``scopes`` that this principal may not hand to a new key."""
         if self.scopes is None:

@@ -15,7 +15,7 @@ from turbocat.db.models import AgentRow
 from turbocat.domain import agents as agent_rules
 from turbocat.domain import lifecycle
 from turbocat.domain.access import Principal
-from turbocat.domain.enums import AgentStatus, AgentType, MemberRole
+from turbocat.domain.enums import AgentStatus, AgentType
 from turbocat.domain.errors import NotFound, ValidationFailed
 from turbocat.domain.jsonschemas import check_json_schema
 from turbocat.services import audit, versions
@@ -82,7 +82,7 @@ async def create(
     now: dt.datetime,
     meta: audit.RequestMeta,
 ) -> AgentRow:
-    principal.require("agents:write", MemberRole.MEMBER)
+    principal.require_access("agents", write=True)
     values = _check(agent_type, {"config": {}, **values})
     status = values.pop("status", AgentStatus.DRAFT)
     row = AgentRow(
@@ -105,8 +105,7 @@ async def get(
     session: AsyncSession, principal: Principal, agent_id: uuid.UUID, *, for_write: bool = False
 ) -> AgentRow:
     """An agent of this organization; public agents of others are readable, never writable."""
-    principal.require("agents:write" if for_write else "agents:read",
-                      MemberRole.MEMBER if for_write else MemberRole.VIEWER)  # fmt: skip
+    principal.require_access("agents", write=for_write)
     row = await session.get(AgentRow, agent_id)
     if row is None or row.deleted_at is not None:
         raise NotFound("agent", agent_id)
@@ -119,7 +118,7 @@ async def get(
 async def list_agents(
     session: AsyncSession, principal: Principal, filters: AgentFilter, page: PageRequest
 ) -> list[AgentRow]:
-    principal.require("agents:read", MemberRole.VIEWER)
+    principal.require_access("agents")
     dialect = session.get_bind().dialect.name
     stmt = select(AgentRow)
     if filters.public:
@@ -215,7 +214,7 @@ async def restore(
     session: AsyncSession, principal: Principal, agent_id: uuid.UUID, *, now: dt.datetime,
     meta: audit.RequestMeta,
 ) -> AgentRow:  # fmt: skip
-    principal.require("agents:write", MemberRole.MEMBER)
+    principal.require_access("agents", write=True)
     row: AgentRow = await versions.find_deleted(
         session, AgentRow, agent_id, principal.organization_id, "agent"
     )

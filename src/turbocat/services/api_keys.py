@@ -33,7 +33,7 @@ async def create(
     meta: audit.RequestMeta,
 ) -> tuple[ApiKeyRow, str]:
     """A new key for the caller in the current organization; returns the row and the secret."""
-    principal.require("api_keys:write", MemberRole.MEMBER)
+    principal.require_access("api_keys", write=True)
     if not name.strip():
         raise ValidationFailed.field(("body", "name"), "must not be blank")
     unknown = invalid_scopes(scopes)
@@ -81,7 +81,7 @@ async def list_keys(
     session: AsyncSession, principal: Principal, *, limit: int, cursor: Cursor | None
 ) -> list[ApiKeyRow]:
     """The caller's keys (admins and owners: every key of the organization), newest first."""
-    principal.require("api_keys:read", MemberRole.VIEWER)
+    principal.require_access("api_keys")
     stmt = select(ApiKeyRow).where(ApiKeyRow.organization_id == principal.organization_id)
     if not _sees_all(principal):
         stmt = stmt.where(ApiKeyRow.user_id == principal.user_id)
@@ -92,7 +92,7 @@ async def list_keys(
 
 
 async def get(session: AsyncSession, principal: Principal, key_id: uuid.UUID) -> ApiKeyRow:
-    principal.require("api_keys:read", MemberRole.VIEWER)
+    principal.require_access("api_keys")
     row = await session.get(ApiKeyRow, key_id)
     if (
         row is None

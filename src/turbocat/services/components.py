@@ -22,7 +22,7 @@ from turbocat.db.models import ComponentRow
 from turbocat.domain import components as rules
 from turbocat.domain import semver
 from turbocat.domain.access import Principal
-from turbocat.domain.enums import ComponentKind, MemberRole, Visibility
+from turbocat.domain.enums import ComponentKind, Visibility
 from turbocat.domain.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from turbocat.domain.jsonschemas import check_json_schema
 from turbocat.services import audit
@@ -65,6 +65,29 @@ def can_see(row: Any, principal: Principal) -> bool:
     if row.organization_id != principal.organization_id:
         return False
     return bool(row.visibility != Visibility.PRIVATE or row.created_by_id == principal.user_id)
+
+
+async def fetch_shared(
+    session: AsyncSession,
+    principal: Principal,
+    model: Any,
+    ident: uuid.UUID,
+    *,
+    kind: str,
+    for_write: bool,
+    builtin_message: str,
+) -> Any:
+    """A row visible to ``principal`` (see ``can_see``); for writes, only their organization's
+    rows (404 for others') and never a built-in one (403)."""
+    row = await session.get(model, ident)
+    if row is None or not can_see(row, principal):
+        raise NotFound(kind, ident)
+    if for_write:
+        if row.organization_id is None:
+            raise PermissionDenied(builtin_message)
+        if row.organization_id != principal.organization_id:
+            raise NotFound(kind, ident)
+    return row
 
 
 def clean_tags(tags: list[str]) -> list[str]:
@@ -162,7 +185,7 @@ async def create(
     meta: audit.RequestMeta,
 ) -> ComponentRow:
     """Register a custom component of this organization; (name, version) is unique in it."""
-    principal.require("components:write", MemberRole.MEMBER)
+    principal.require_access("components", write=True)
     values = _check({"version": "1.0.0", **values})
     taken = await session.execute(
         select(ComponentRow.id).where(
@@ -193,16 +216,11 @@ async def create(
 async def get(
     session: AsyncSession, principal: Principal, component_id: uuid.UUID, *, for_write: bool = False
 ) -> ComponentRow:
-    principal.require("components:write" if for_write else "components:read",
-                      MemberRole.MEMBER if for_write else MemberRole.VIEWER)  # fmt: skip
-    row = await session.get(ComponentRow, component_id)
-    if row is None or not can_see(row, principal):
-        raise NotFound("component", component_id)
-    if for_write:
-        if row.organization_id is None:
-            raise PermissionDenied("built-in components cannot be changed")
-        if row.organization_id != principal.organization_id:
-            raise NotFound("component", component_id)
+    principal.require_access("components", write=for_write)
+    row: ComponentRow = await fetch_shared(
+        session, principal, ComponentRow, component_id, kind="component", for_write=for_write,
+        builtin_message="built-in components cannot be changed",
+    )  # fmt: skip
     return row
 
 
@@ -210,7 +228,7 @@ async def list_components(
     session: AsyncSession, principal: Principal, filters: ComponentFilter, page: PageRequest
 ) -> list[ComponentRow]:
     """Built-ins, this organization's components and public ones of other organizations."""
-    principal.require("components:read", MemberRole.VIEWER)
+    principal.require_access("components")
     dialect = session.get_bind().dialect.name
     stmt = select(ComponentRow).where(visible_to(ComponentRow, principal))
     if filters.kind:

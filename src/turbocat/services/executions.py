@@ -18,7 +18,6 @@ from turbocat.domain.access import Principal
 from turbocat.domain.enums import (
     ExecutionStatus,
     LogLevel,
-    MemberRole,
     TriggerType,
     WorkflowStatus,
 )
@@ -56,7 +55,7 @@ async def start(
     now: dt.datetime,
 ) -> ExecutionRow:
     """Create a running execution of this exact version; its first steps are ready at once."""
-    principal.require("executions:write", MemberRole.MEMBER)
+    principal.require_access("executions", write=True)
     workflow = await workflows.get(session, principal, workflow_id)
     if workflow.organization_id != principal.organization_id:
         raise NotFound("workflow", workflow_id)
@@ -94,7 +93,7 @@ async def start(
 
 
 async def get(session: AsyncSession, principal: Principal, execution_id: uuid.UUID) -> ExecutionRow:
-    principal.require("executions:read", MemberRole.VIEWER)
+    principal.require_access("executions")
     row = await session.get(ExecutionRow, execution_id)
     if row is None or row.organization_id != principal.organization_id:
         raise NotFound("execution", execution_id)
@@ -113,7 +112,7 @@ async def step_runs(session: AsyncSession, execution: ExecutionRow) -> list[Step
 async def list_executions(
     session: AsyncSession, principal: Principal, filters: ExecutionFilter, page: PageRequest
 ) -> list[ExecutionRow]:
-    principal.require("executions:read", MemberRole.VIEWER)
+    principal.require_access("executions")
     stmt = select(ExecutionRow).where(ExecutionRow.organization_id == principal.organization_id)
     if filters.workflow_id is not None:
         lineage = await workflows.history(session, principal, filters.workflow_id)

@@ -129,7 +129,7 @@ async def update(
 async def list_members(
     session: AsyncSession, principal: Principal
 ) -> list[tuple[MembershipRow, UserRow]]:
-    principal.require("members:read", MemberRole.VIEWER)
+    principal.require_access("members")
     stmt = (
         select(MembershipRow, UserRow)
         .join(UserRow, UserRow.id == MembershipRow.user_id)

@@ -40,7 +40,7 @@ async def create(
     now: dt.datetime,
     meta: audit.RequestMeta,
 ) -> ProjectRow:
-    principal.require("projects:write", MemberRole.MEMBER)
+    principal.require_access("projects", write=True)
     name = name.strip()
     if not name:
         raise ValidationFailed.field(("body", "name"), "must not be blank")
@@ -70,7 +70,7 @@ async def create(
 
 
 async def get(session: AsyncSession, principal: Principal, project_id: uuid.UUID) -> ProjectRow:
-    principal.require("projects:read", MemberRole.VIEWER)
+    principal.require_access("projects")
     row = await session.get(ProjectRow, project_id)
     if row is None or row.organization_id != principal.organization_id:
         raise NotFound("project", project_id)
@@ -80,7 +80,7 @@ async def get(session: AsyncSession, principal: Principal, project_id: uuid.UUID
 async def list_projects(
     session: AsyncSession, principal: Principal, page: PageRequest
 ) -> list[ProjectRow]:
-    principal.require("projects:read", MemberRole.VIEWER)
+    principal.require_access("projects")
     stmt = select(ProjectRow).where(ProjectRow.organization_id == principal.organization_id)
     stmt = apply_page(
         stmt,
@@ -101,7 +101,7 @@ async def update(
     now: dt.datetime,
     meta: audit.RequestMeta,
 ) -> ProjectRow:
-    principal.require("projects:write", MemberRole.MEMBER)
+    principal.require_access("projects", write=True)
     row = await get(session, principal, project_id)
     before = audit.snapshot(row, _FIELDS)
     if "name" in changes:

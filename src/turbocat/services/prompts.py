@@ -27,10 +27,10 @@ from turbocat.domain import prompts as rules
 from turbocat.domain import semver
 from turbocat.domain.access import Principal
 from turbocat.domain.components import NAME_PATTERN
-from turbocat.domain.enums import MemberRole, Visibility
-from turbocat.domain.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
+from turbocat.domain.enums import Visibility
+from turbocat.domain.errors import Conflict, ValidationFailed
 from turbocat.services import audit
-from turbocat.services.components import can_see, clean_tags, visible_to
+from turbocat.services.components import can_see, clean_tags, fetch_shared, visible_to
 
 _FIELDS = (
     "name", "display_name", "description", "version", "role", "prompt_content",
@@ -140,7 +140,7 @@ async def create(
     now: dt.datetime,
     meta: audit.RequestMeta,
 ) -> AgentPromptRow:
-    principal.require("prompts:write", MemberRole.MEMBER)
+    principal.require_access("prompts", write=True)
     row = await _insert(session, principal, _check({"version": "1.0.0", **values}), now)
     _audit(session, principal, "agent_prompt.create", row, now, meta)
     return row
@@ -149,16 +149,11 @@ async def create(
 async def get(
     session: AsyncSession, principal: Principal, prompt_id: uuid.UUID, *, for_write: bool = False
 ) -> AgentPromptRow:
-    principal.require("prompts:write" if for_write else "prompts:read",
-                      MemberRole.MEMBER if for_write else MemberRole.VIEWER)  # fmt: skip
-    row = await session.get(AgentPromptRow, prompt_id)
-    if row is None or not can_see(row, principal):
-        raise NotFound("prompt", prompt_id)
-    if for_write:
-        if row.organization_id is None:
-            raise PermissionDenied("built-in prompts cannot be changed; make your own version")
-        if row.organization_id != principal.organization_id:
-            raise NotFound("prompt", prompt_id)
+    principal.require_access("prompts", write=for_write)
+    row: AgentPromptRow = await fetch_shared(
+        session, principal, AgentPromptRow, prompt_id, kind="prompt", for_write=for_write,
+        builtin_message="built-in prompts cannot be changed; make your own version",
+    )  # fmt: skip
     return row
 
 
@@ -166,7 +161,7 @@ async def list_prompts(
     session: AsyncSession, principal: Principal, filters: PromptFilter, page: PageRequest
 ) -> list[AgentPromptRow]:
     """Built-in prompts, this organization's prompts and public prompts of others."""
-    principal.require("prompts:read", MemberRole.VIEWER)
+    principal.require_access("prompts")
     dialect = session.get_bind().dialect.name
     stmt = select(AgentPromptRow).where(visible_to(AgentPromptRow, principal))
     if filters.name:

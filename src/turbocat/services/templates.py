@@ -44,7 +44,6 @@ from turbocat.domain import templates as rules
 from turbocat.domain.access import Principal
 from turbocat.domain.enums import (
     IntegrationStatus,
-    MemberRole,
     TemplateDifficulty,
     TemplateType,
     WorkflowCategory,
@@ -123,8 +122,7 @@ async def get(
     session: AsyncSession, principal: Principal, template_id: uuid.UUID, *, for_write: bool = False
 ) -> TemplateRow:
     """A template this caller may see; only the owning organization writes one."""
-    principal.require("templates:write" if for_write else "templates:read",
-                      MemberRole.MEMBER if for_write else MemberRole.VIEWER)  # fmt: skip
+    principal.require_access("templates", write=for_write)
     row = await session.get(TemplateRow, template_id)
     if row is None or row.deleted_at is not None:
         raise NotFound("template", template_id)
@@ -160,7 +158,7 @@ async def list_templates(
 ) -> list[TemplateRow]:
     """Official templates, public ones of every organization and this organization's own;
     ``page.limit + 1`` rows in keyset order over (sort column, id)."""
-    principal.require("templates:read", MemberRole.VIEWER)
+    principal.require_access("templates")
     dialect = session.get_bind().dialect.name
     stmt = select(TemplateRow).where(_visible(principal))
     if filters.mine:
@@ -235,7 +233,7 @@ async def create(
     meta: audit.RequestMeta,
 ) -> TemplateRow:
     """Publish a template of this organization (private unless ``is_public``)."""
-    principal.require("templates:write", MemberRole.MEMBER)
+    principal.require_access("templates", write=True)
     is_public = bool(values.pop("is_public", False))
     spec = rules.check_spec(rules.TemplateSpec.model_validate(values), limits=_limits(settings))
     row = TemplateRow(
@@ -354,7 +352,7 @@ async def rate(
     meta: audit.RequestMeta,
 ) -> TemplateRow:
     """Rate a visible template 1..5; one rating per user (rating again replaces it)."""
-    principal.require("templates:write", MemberRole.MEMBER)
+    principal.require_access("templates", write=True)
     if not 1 <= rating <= 5:
         raise ValidationFailed.field(("body", "rating"), "a rating is 1 to 5")
     await get(session, principal, template_id)

@@ -29,7 +29,7 @@ from turbocat.db.models import (
 )
 from turbocat.domain import definitions, lifecycle, plans
 from turbocat.domain.access import Principal
-from turbocat.domain.enums import MemberRole, StepType, WorkflowCategory, WorkflowStatus
+from turbocat.domain.enums import StepType, WorkflowCategory, WorkflowStatus
 from turbocat.domain.errors import Conflict, NotFound, ValidationFailed
 from turbocat.domain.slugs import slugify
 from turbocat.domain.triggers import validate_trigger_config
@@ -197,7 +197,7 @@ async def create(
     meta: audit.RequestMeta,
 ) -> WorkflowRow:
     """Create version 1 of a workflow from a definition (canonical or canvas form)."""
-    principal.require("workflows:write", MemberRole.MEMBER)
+    principal.require_access("workflows", write=True)
     values = _clean(dict(values))
     defn, found = await check_definition(session, principal, values.pop("definition"), settings)
     kebab = values.pop("kebab_name", None) or slugify(values["name"], max_length=100)
@@ -246,8 +246,7 @@ async def get(
     session: AsyncSession, principal: Principal, workflow_id: uuid.UUID, *, for_write: bool = False
 ) -> WorkflowRow:
     """A workflow version of this organization; public ones of others are readable only."""
-    principal.require("workflows:write" if for_write else "workflows:read",
-                      MemberRole.MEMBER if for_write else MemberRole.VIEWER)  # fmt: skip
+    principal.require_access("workflows", write=for_write)
     row = await session.get(WorkflowRow, workflow_id)
     if row is None or row.deleted_at is not None:
         raise NotFound("workflow", workflow_id)
@@ -257,7 +256,7 @@ async def get(
 
 
 async def get_by_kebab(session: AsyncSession, principal: Principal, kebab: str) -> WorkflowRow:
-    principal.require("workflows:read", MemberRole.VIEWER)
+    principal.require_access("workflows")
     stmt = select(WorkflowRow).where(
         WorkflowRow.organization_id == principal.organization_id,
         WorkflowRow.kebab_name == kebab,
@@ -367,7 +366,7 @@ async def _copy_steps(session: AsyncSession, source: WorkflowRow, target: Workfl
 async def list_workflows(
     session: AsyncSession, principal: Principal, filters: WorkflowFilter, page: PageRequest
 ) -> list[WorkflowRow]:
-    principal.require("workflows:read", MemberRole.VIEWER)
+    principal.require_access("workflows")
     dialect = session.get_bind().dialect.name
     stmt = select(WorkflowRow)
     if filters.public:
@@ -444,7 +443,7 @@ async def restore(
     session: AsyncSession, principal: Principal, workflow_id: uuid.UUID, *, settings: Settings,
     now: dt.datetime, meta: audit.RequestMeta,
 ) -> WorkflowRow:  # fmt: skip
-    principal.require("workflows:write", MemberRole.MEMBER)
+    principal.require_access("workflows", write=True)
     row: WorkflowRow = await versions.find_deleted(
         session, WorkflowRow, workflow_id, principal.organization_id, "workflow"
     )
