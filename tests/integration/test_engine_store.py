@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 
 import httpx
@@ -143,3 +144,79 @@ async def test_a_worker_that_lost_its_lease_cannot_commit(
     assert recorded.finished
     done = (await client.get(f"/api/v1/executions/{execution_id}", headers=owner.headers)).json()
     assert done["status"] == "completed" and done["steps"][0]["output"] == {"from": "alive"}
+
+
+async def test_cancel_stops_running_steps_and_refuses_twice(
+    client: httpx.AsyncClient, app_context: AppContext, clock: Clock
+) -> None:
+    owner = await signup(client, "cancel@example.com")
+    definition = {
+        "steps": [data_step("a", mapping={"x": 1}), data_step("b", deps=("a",), mapping={"y": 2})]
+    }
+    execution_id = await started_execution(client, app_context, owner, definition)
+    worker = app_context.worker(WorkerConfig(worker_id="w-cancel"))
+    async with app_context.db.transaction(TenantContext(system=True)) as session:
+        (run,) = await store.claim(
+            session,
+            worker_id="w-cancel",
+            queues=["default"],
+            limit=1,
+            now=clock.now,
+            lease=dt.timedelta(seconds=30),
+        )
+    # stand-in for a long step the worker is running (an LLM call, say)
+    long_step = asyncio.create_task(asyncio.sleep(60))
+    worker._running[run.id] = long_step
+
+    r = await client.post(f"/api/v1/executions/{execution_id}/cancel", headers=owner.headers)
+    assert (
+        r.status_code == 200
+        and r.json()["status"] == "cancelled"
+        and r.json()["result"] == "cancelled"
+    )
+    assert await worker.stop_cancelled() == 1
+    with pytest.raises(asyncio.CancelledError):
+        await long_step
+    done = (await client.get(f"/api/v1/executions/{execution_id}", headers=owner.headers)).json()
+    assert {s["step_key"]: s["status"] for s in done["steps"]} == {
+        "a": "cancelled",
+        "b": "cancelled",
+    }
+    r = await client.post(f"/api/v1/executions/{execution_id}/cancel", headers=owner.headers)
+    assert r.status_code == 409
+    logs = (
+        await client.get(f"/api/v1/executions/{execution_id}/logs", headers=owner.headers)
+    ).json()
+    assert "cancelled by user" in logs[-1]["message"]
+
+
+async def test_execution_timeout_cancels_what_runs(
+    client: httpx.AsyncClient, app_context: AppContext, clock: Clock
+) -> None:
+    owner = await signup(client, "timeout@example.com")
+    definition = {"timeout_seconds": 5, "steps": [data_step("a", mapping={"x": 1})]}
+    execution_id = await started_execution(client, app_context, owner, definition)
+    worker = app_context.worker(WorkerConfig(worker_id="w-timeout"))
+    async with app_context.db.transaction(TenantContext(system=True)) as session:
+        await store.claim(
+            session,
+            worker_id="w-timeout",
+            queues=["default"],
+            limit=1,
+            now=clock.now,
+            lease=dt.timedelta(seconds=30),
+        )
+    clock.advance(seconds=4)
+    await worker.maintain(clock.now)
+    assert (await client.get(f"/api/v1/executions/{execution_id}", headers=owner.headers)).json()[
+        "status"
+    ] == "running"
+    clock.advance(seconds=2)
+    await worker.maintain(clock.now)
+    done = (await client.get(f"/api/v1/executions/{execution_id}", headers=owner.headers)).json()
+    assert done["status"] == "timeout" and done["result"] == "failure"
+    assert done["steps"][0]["status"] == "cancelled" and "time limit" in done["error_message"]
+    wf = (
+        await client.get(f"/api/v1/workflows/{done['workflow_id']}", headers=owner.headers)
+    ).json()
+    assert wf["total_executions"] == 1 and wf["failed_executions"] == 1

@@ -18,9 +18,17 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from turbocat.db import signals
 from turbocat.db.models import ExecutionLogRow, ExecutionRow, StepRunRow, WorkflowRow
 from turbocat.domain import progress
-from turbocat.domain.enums import ExecutionStatus, LogLevel, OnError, StepStatus, StepType
+from turbocat.domain.enums import (
+    ExecutionResult,
+    ExecutionStatus,
+    LogLevel,
+    OnError,
+    StepStatus,
+    StepType,
+)
 from turbocat.domain.expressions import JSONValue, render_value
 from turbocat.domain.redaction import redact
 from turbocat.domain.runs import Retry, execution_result
@@ -273,6 +281,8 @@ async def record_outcome(
     for key in decision.skipped:
         runs[key].status, runs[key].completed_at, runs[key].updated_at = S.SKIPPED, now, now
     recorded.made_ready = len(decision.ready)
+    for queue in sorted({runs[key].queue for key in decision.ready}):
+        await signals.announce(session, signals.READY, queue)
     if progress.finished(states_of(runs), plan.nodes):
         await _finish(session, execution, plan, runs, now)
         recorded.finished = True
@@ -306,13 +316,20 @@ def _schedule_retry(session: AsyncSession, run: StepRunRow, at: dt.datetime) -> 
     )
 
 
-async def _end_others(session: AsyncSession, execution_id: uuid.UUID, now: dt.datetime) -> None:
-    """The execution failed: steps not yet run are skipped; running ones are cancelled (their
-    workers can no longer commit)."""
+async def _end_others(
+    session: AsyncSession,
+    execution_id: uuid.UUID,
+    now: dt.datetime,
+    *,
+    unstarted: StepStatus = S.SKIPPED,
+) -> None:
+    """The execution ended early: steps not yet run become ``unstarted`` (skipped after a
+    failure, cancelled on cancellation or timeout); running ones are cancelled, so their
+    workers can no longer commit, and are told to stop."""
     base = update(StepRunRow).where(StepRunRow.execution_id == execution_id)
     await session.execute(
         base.where(StepRunRow.status.in_([S.PENDING, S.READY])).values(
-            status=S.SKIPPED, updated_at=now
+            status=unstarted, updated_at=now
         ),
         execution_options={"synchronize_session": False},
     )
@@ -322,6 +339,7 @@ async def _end_others(session: AsyncSession, execution_id: uuid.UUID, now: dt.da
         ),
         execution_options={"synchronize_session": False},
     )
+    await signals.announce(session, signals.CANCEL, str(execution_id))
 
 
 async def _finish(
@@ -364,6 +382,7 @@ async def _finish(
 async def _count(session: AsyncSession, execution: ExecutionRow, now: dt.datetime) -> None:
     """Workflow counters, updated atomically in the finishing transaction."""
     ok = execution.status == ExecutionStatus.COMPLETED
+    failed = execution.status in (ExecutionStatus.FAILED, ExecutionStatus.TIMEOUT)
     duration = execution.duration_ms or 0
     total = WorkflowRow.total_executions
     await session.execute(
@@ -372,7 +391,7 @@ async def _count(session: AsyncSession, execution: ExecutionRow, now: dt.datetim
         .values(
             total_executions=total + 1,
             successful_executions=WorkflowRow.successful_executions + (1 if ok else 0),
-            failed_executions=WorkflowRow.failed_executions + (0 if ok else 1),
+            failed_executions=WorkflowRow.failed_executions + (1 if failed else 0),
             avg_execution_time_ms=func.round(
                 (WorkflowRow.avg_execution_time_ms * 1.0 * total + duration) / (total + 1)
             ),
@@ -380,3 +399,86 @@ async def _count(session: AsyncSession, execution: ExecutionRow, now: dt.datetim
         ),
         execution_options={"synchronize_session": False},
     )
+
+
+LIVE = (ExecutionStatus.PENDING, ExecutionStatus.RUNNING, ExecutionStatus.WAITING)
+
+
+async def _claim_end(
+    session: AsyncSession, execution_id: uuid.UUID, status: ExecutionStatus, now: dt.datetime
+) -> ExecutionRow | None:
+    """Move a live execution to a terminal ``status``; None when another process ended it."""
+    ended = await session.execute(
+        update(ExecutionRow)
+        .where(ExecutionRow.id == execution_id, ExecutionRow.status.in_(LIVE))
+        .values(status=status, completed_at=now, updated_at=now)
+        .returning(ExecutionRow),
+        execution_options={"synchronize_session": False},
+    )
+    return ended.scalars().one_or_none()
+
+
+async def cancel(
+    session: AsyncSession, execution_id: uuid.UUID, now: dt.datetime, *, by: str
+) -> bool:
+    """Cancel a live execution: unstarted steps are cancelled, running ones told to stop."""
+    execution = await _claim_end(session, execution_id, ExecutionStatus.CANCELLED, now)
+    if execution is None:
+        return False
+    await _end_others(session, execution.id, now, unstarted=S.CANCELLED)
+    execution.result = ExecutionResult.CANCELLED
+    execution.cancel_requested_at = now
+    execution.error_message = f"cancelled by {by}"
+    _close(session, execution, now)
+    await _count(session, execution, now)
+    return True
+
+
+async def expire_timeouts(session: AsyncSession, now: dt.datetime, limit: int = 100) -> int:
+    """Executions past their time limit become ``timeout``; what runs is cancelled."""
+    due = (
+        (
+            await session.execute(
+                select(ExecutionRow.id)
+                .where(ExecutionRow.status.in_(LIVE), ExecutionRow.timeout_at < now)
+                .order_by(ExecutionRow.timeout_at)
+                .limit(limit)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    expired = 0
+    for execution_id in due:
+        execution = await _claim_end(session, execution_id, ExecutionStatus.TIMEOUT, now)
+        if execution is None:
+            continue
+        await _end_others(session, execution.id, now, unstarted=S.CANCELLED)
+        execution.result = ExecutionResult.FAILURE
+        execution.error_message = "the execution exceeded its time limit"
+        _close(session, execution, now)
+        await _count(session, execution, now)
+        expired += 1
+    return expired
+
+
+def _close(session: AsyncSession, execution: ExecutionRow, now: dt.datetime) -> None:
+    started = execution.started_at or execution.created_at
+    execution.duration_ms = max(0, int((now - started).total_seconds() * 1000))
+    log(session, execution, f"execution {execution.status.value}: {execution.error_message}", now,
+        level=LogLevel.WARN)  # fmt: skip
+
+
+async def next_due(
+    session: AsyncSession, queues: Sequence[str], now: dt.datetime
+) -> dt.datetime | None:
+    """When the earliest ready-but-not-yet-due step of ``queues`` becomes due (retries)."""
+    return (
+        await session.execute(
+            select(func.min(StepRunRow.scheduled_for)).where(
+                StepRunRow.status == S.READY,
+                StepRunRow.queue.in_(list(queues)),
+                StepRunRow.scheduled_for > now,
+            )
+        )
+    ).scalar()

@@ -15,6 +15,7 @@ import logging
 import os
 import random
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from turbocat.db import signals
 from turbocat.db.engine import Database, TenantContext
 from turbocat.db.models import AgentRow, ExecutionRow, StepRunRow, WorkflowRow, WorkflowStepRow
 from turbocat.domain.definitions import AgentStep
@@ -77,7 +79,17 @@ class Worker:
         self.notifier = notifier or Notifier()
         self.plans = plans or PlanCache()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._last_maintenance = dt.datetime.min.replace(tzinfo=dt.UTC)
+        self._cancel_pending = False
+        self._last_cancel_check = 0.0
+        self._listener = signals.Listener(db, [signals.READY, signals.CANCEL], self._on_signal)
+
+    def _on_signal(self, channel: str, payload: str) -> None:
+        if channel == signals.CANCEL:
+            self._cancel_pending = True
+        if channel == signals.CANCEL or payload == "*" or payload in self.config.queues:
+            self.notifier.notify()
 
     @property
     def busy(self) -> int:
@@ -85,28 +97,76 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set, then let running steps finish."""
-        while not stop.is_set():
-            try:
-                claimed = await self.tick()
-            except Exception:
-                log.exception("worker tick failed; retrying")
-                claimed = 0
-            if claimed == 0 or self.busy >= self.config.concurrency:
-                await self._sleep(stop)
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._listener.start()
+        try:
+            while not stop.is_set():
+                try:
+                    claimed = await self.tick()
+                    if self._running and (
+                        self._cancel_pending or time.monotonic() - self._last_cancel_check >= 0.5
+                    ):
+                        await self.stop_cancelled()
+                    wait = await self._idle_wait() if claimed == 0 else 0.0
+                except Exception:
+                    log.exception("worker tick failed; retrying")
+                    claimed, wait = 0, self.config.poll_seconds
+                if claimed == 0 or self.busy >= self.config.concurrency:
+                    # While steps run, look for cancellations at least twice a second.
+                    await self._sleep(stop, min(wait or 0.5, 0.5) if self._running else wait)
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+        finally:
+            await self._listener.stop()
 
-    async def _sleep(self, stop: asyncio.Event) -> None:
+    async def _idle_wait(self) -> float:
+        """Seconds until there may be work: the next due retry, or the polling interval."""
+        now = self.clock()
+        async with self.db.transaction(SYSTEM) as session:
+            due = await store.next_due(session, self.config.queues, now)
+        if due is None:
+            return self.config.poll_seconds
+        return max(0.0, min(self.config.poll_seconds, (due - now).total_seconds()))
+
+    async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
         event = self.notifier.event
+        if event.is_set():
+            event.clear()
+            return
         waiters = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(stop.wait())]
         try:
-            await asyncio.wait(
-                waiters, timeout=self.config.poll_seconds, return_when=asyncio.FIRST_COMPLETED
-            )
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiter in waiters:
                 waiter.cancel()
             event.clear()
+
+    async def stop_cancelled(self) -> int:
+        """Stop running steps whose rows are no longer running for this worker (cancelled, the
+        execution ended, or the lease went elsewhere)."""
+        ids = list(self._running)
+        async with self.db.transaction(SYSTEM) as session:
+            still = set(
+                (
+                    await session.execute(
+                        select(StepRunRow.id).where(
+                            StepRunRow.id.in_(ids),
+                            StepRunRow.status == StepStatus.RUNNING,
+                            StepRunRow.lease_owner == self.config.worker_id,
+                        )
+                    )
+                ).scalars()
+            )
+        self._cancel_pending = False
+        self._last_cancel_check = time.monotonic()
+        stopped = 0
+        for run_id in ids:
+            task = self._running.get(run_id)
+            if run_id not in still and task is not None and not task.done():
+                task.cancel()
+                stopped += 1
+        if stopped:
+            log.info("stopped %d steps that were cancelled", stopped)
+        return stopped
 
     async def drain(self, limit_seconds: float = 30.0) -> None:
         """Run until nothing is ready or running (tests and ``turbocat run``)."""
@@ -139,8 +199,16 @@ class Worker:
         for run in claimed:
             task = asyncio.create_task(self._execute(run.id, run.lease_epoch))
             self._tasks.add(task)
+            self._running[run.id] = task
             task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(self._forget(run.id))
         return len(claimed)
+
+    def _forget(self, run_id: uuid.UUID) -> Callable[[asyncio.Task[None]], None]:
+        def done(_task: asyncio.Task[None]) -> None:
+            self._running.pop(run_id, None)
+
+        return done
 
     async def maintain(self, now: dt.datetime) -> None:
         """Renew this worker's leases; make steps with expired leases ready again."""
@@ -169,6 +237,9 @@ class Worker:
                 execution_options={"synchronize_session": False},
             )
             count = len(rescued.all())
+            expired = await store.expire_timeouts(session, now)
+        if expired:
+            log.warning("%d executions exceeded their time limit", expired)
         if count:
             log.warning("made %d steps with expired leases ready again", count)
             self.notifier.notify()
@@ -180,6 +251,9 @@ class Worker:
                 return
             plan, step, context, agent = loaded
             outcome = await run_step(step, context, agent=agent)
+        except asyncio.CancelledError:
+            log.info("step run %s stopped: it was cancelled", run_id)
+            return
         except Exception as exc:  # loading failed (e.g. the definition no longer validates)
             log.exception("could not run step %s", run_id)
             plan = None

@@ -11,9 +11,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from turbocat.db import signals
 from turbocat.db.engine import after_commit
 from turbocat.db.listing import PageRequest, apply_page
 from turbocat.db.models import ExecutionLogRow, ExecutionRow, StepRunRow
+from turbocat.domain import progress
 from turbocat.domain.access import Principal
 from turbocat.domain.enums import (
     ExecutionStatus,
@@ -88,8 +90,34 @@ async def start(
     await session.flush()
     store.create_runs(session, execution, plan, now)
     store.log(session, execution, f"execution started ({trigger_type.value})", now)
+    for queue in sorted({plan.queue_of(key) for key in progress.roots(plan.nodes)}):
+        await signals.announce(session, signals.READY, queue)
     after_commit(session, notify)
     return execution
+
+
+async def cancel(
+    session: AsyncSession,
+    principal: Principal,
+    execution_id: uuid.UUID,
+    *,
+    notify: Callable[[], None],
+    now: dt.datetime,
+) -> ExecutionRow:
+    """Cancel a live execution; its running steps stop within a second."""
+    principal.require_access("executions", write=True)
+    execution = await get(session, principal, execution_id)
+    if not await store.cancel(session, execution.id, now, by=_who(principal)):
+        raise Conflict(f"the execution is already {execution.status.value}")
+    after_commit(session, notify)
+    await session.refresh(execution)
+    return execution
+
+
+def _who(principal: Principal) -> str:
+    return (
+        f"api key {principal.api_key_id}" if principal.api_key_id else f"user {principal.user_id}"
+    )
 
 
 async def get(session: AsyncSession, principal: Principal, execution_id: uuid.UUID) -> ExecutionRow:

@@ -76,6 +76,24 @@ async def get_execution(
     return ExecutionDetail(**ExecutionRead.model_validate(row).model_dump(), steps=steps)
 
 
+@router.post(
+    "/executions/{execution_id}/cancel", name="executions-cancel", response_model=ExecutionRead
+)
+async def cancel_execution(
+    execution_id: uuid.UUID,
+    ctx: ContextDep,
+    principal: PrincipalDep,
+    session: SessionDep,
+    now: NowDep,
+) -> ExecutionRead:
+    """Cancel a pending, running or waiting execution: steps not yet run are cancelled and
+    running ones stop within a second. 409 when it has already ended."""
+    row = await executions.cancel(
+        session, principal, execution_id, notify=ctx.notifier.notify, now=now
+    )
+    return ExecutionRead.model_validate(row)
+
+
 @router.get(
     "/executions/{execution_id}/logs", name="executions-logs", response_model=list[ExecutionLogRead]
 )
