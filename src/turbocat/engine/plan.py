@@ -12,12 +12,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from turbocat.domain import definitions, progress
-from turbocat.domain.definitions import AgentStep, AnyStep, ConditionStep, WorkflowDefinition
+from turbocat.domain.definitions import (
+    AgentStep,
+    AnyStep,
+    ConditionStep,
+    WaitStep,
+    WorkflowDefinition,
+)
 from turbocat.domain.enums import OnError
 from turbocat.domain.errors import ValidationFailed
 
-SUPPORTED = (AgentStep, ConditionStep)
-"""Step types this engine version runs; loops, parallel branches and waits arrive next."""
+SUPPORTED = (AgentStep, ConditionStep, WaitStep)
+"""Step types this engine version runs; loops and parallel branches arrive next."""
 
 _UNBOUNDED = definitions.DefinitionLimits(
     max_steps=1_000_000, max_nesting=1_000, max_bytes=1 << 40, max_expression_length=1 << 20
@@ -42,7 +48,7 @@ def build(workflow_id: uuid.UUID, document: dict[str, Any], task_queue: str) -> 
     if unsupported:
         raise ValidationFailed.field(
             ("definition", "steps"),
-            f"this engine runs agent and condition steps; {', '.join(unsupported)} "
+            f"this engine runs agent, condition and wait steps; {', '.join(unsupported)} "
             "use step types that are not supported yet",
             "unsupported_step_type",
         )

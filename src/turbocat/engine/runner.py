@@ -7,12 +7,13 @@ here touches the database.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from turbocat.domain.definitions import AgentStep, AnyStep, ConditionStep
+from turbocat.domain.definitions import AgentStep, AnyStep, ConditionStep, WaitStep
 from turbocat.domain.enums import AgentType
 from turbocat.domain.errors import ValidationFailed
 from turbocat.domain.expressions import JSONValue, compile_template, render_value
@@ -58,6 +59,26 @@ def _condition(step: ConditionStep, context: Mapping[str, JSONValue]) -> StepOut
     return StepOutcome(output={"label": step.default}, branch=step.default)
 
 
+def _timed_wait(step: WaitStep, context: Mapping[str, JSONValue]) -> StepOutcome:
+    """A timed wait is claimed once it is due; a bad ``until`` is reported here."""
+    if step.until is not None:
+        value = compile_template(step.until).render(context)
+        try:
+            instant = dt.datetime.fromisoformat(str(value))
+        except ValueError:
+            instant = None
+        if instant is None or instant.tzinfo is None:
+            return StepOutcome(
+                failure=StepFailure(
+                    "bad_instant",
+                    f"until gave {value!r}, not an ISO 8601 instant with offset",
+                    False,
+                )
+            )
+        return StepOutcome(output={"until": instant.isoformat()})
+    return StepOutcome(output={"waited_ms": step.duration_ms})
+
+
 async def _agent(
     step: AgentStep, agent: SavedAgent | None, context: Mapping[str, JSONValue]
 ) -> StepOutcome:
@@ -98,6 +119,8 @@ async def run_step(
     try:
         if isinstance(step, ConditionStep):
             return _condition(step, context)
+        if isinstance(step, WaitStep):
+            return _timed_wait(step, context)
         if isinstance(step, AgentStep):
             work = _agent(step, agent, context)
             if step.timeout_ms is None:

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from turbocat.db import signals
 from turbocat.db.models import ExecutionLogRow, ExecutionRow, StepRunRow, WorkflowRow
 from turbocat.domain import progress
+from turbocat.domain.definitions import WaitStep
 from turbocat.domain.enums import (
     ExecutionResult,
     ExecutionStatus,
@@ -29,7 +30,8 @@ from turbocat.domain.enums import (
     StepStatus,
     StepType,
 )
-from turbocat.domain.expressions import JSONValue, render_value
+from turbocat.domain.errors import ValidationFailed
+from turbocat.domain.expressions import JSONValue, compile_template, render_value
 from turbocat.domain.redaction import redact
 from turbocat.domain.runs import Retry, execution_result
 from turbocat.engine.plan import Plan
@@ -68,27 +70,31 @@ def log(
 
 def create_runs(
     session: AsyncSession, execution: ExecutionRow, plan: Plan, now: dt.datetime
-) -> None:
-    """One pending row per step; steps without dependencies are ready at once."""
+) -> dict[str, StepRunRow]:
+    """One pending row per step; steps without dependencies are made ready at once."""
     roots = set(progress.roots(plan.nodes))
+    context = context_for(execution, plan, {})
+    runs: dict[str, StepRunRow] = {}
     for key, step in plan.steps.items():
-        ready = key in roots
-        session.add(
-            StepRunRow(
-                organization_id=execution.organization_id,
-                execution_id=execution.id,
-                step_key=key,
-                step_type=StepType(step.type),
-                iteration=0,
-                attempt=1,
-                status=S.READY if ready else S.PENDING,
-                queue=plan.queue_of(key),
-                idempotency_key=idempotency_key(execution.id, key, 0),
-                scheduled_for=now if ready else None,
-                created_at=now,
-                updated_at=now,
-            )
+        run = StepRunRow(
+            organization_id=execution.organization_id,
+            execution_id=execution.id,
+            step_key=key,
+            step_type=StepType(step.type),
+            iteration=0,
+            attempt=1,
+            status=S.PENDING,
+            queue=plan.queue_of(key),
+            idempotency_key=idempotency_key(execution.id, key, 0),
+            created_at=now,
+            updated_at=now,
         )
+        if key in roots:
+            make_ready(run, plan, context, now)
+        session.add(run)
+        runs[key] = run
+    refresh_status(execution, runs, now)
+    return runs
 
 
 async def claim(
@@ -213,6 +219,23 @@ async def record_outcome(
 ) -> Recorded:
     """Commit a step's result and everything that follows from it, or nothing if the lease
     was lost (the row was given to another worker or the execution ended)."""
+    run = await _settle(
+        session,
+        StepRunRow.lease_epoch == epoch,
+        StepRunRow.status == S.RUNNING,
+        run_id=run_id,
+        outcome=outcome,
+        now=now,
+    )
+    if run is None:
+        return Recorded(lost_lease=True)
+    return await after_step(session, run, outcome, plan, now, rand)
+
+
+async def _settle(
+    session: AsyncSession, *fence: Any, run_id: uuid.UUID, outcome: StepOutcome, now: dt.datetime
+) -> StepRunRow | None:
+    """Write a step run's final state if ``fence`` still holds; None when it does not."""
     failure = outcome.failure
     started = (
         await session.execute(select(StepRunRow.started_at).where(StepRunRow.id == run_id))
@@ -220,9 +243,7 @@ async def record_outcome(
     duration = int((now - started).total_seconds() * 1000) if started else None
     fenced = await session.execute(
         update(StepRunRow)
-        .where(
-            StepRunRow.id == run_id, StepRunRow.lease_epoch == epoch, StepRunRow.status == S.RUNNING
-        )
+        .where(StepRunRow.id == run_id, *fence)
         .values(
             status=S.FAILED if failure else S.COMPLETED,
             output=None if failure else outcome.output,
@@ -237,9 +258,19 @@ async def record_outcome(
         .returning(StepRunRow),
         execution_options={"synchronize_session": False},
     )
-    run = fenced.scalars().one_or_none()
-    if run is None:
-        return Recorded(lost_lease=True)
+    return fenced.scalars().one_or_none()
+
+
+async def after_step(
+    session: AsyncSession,
+    run: StepRunRow,
+    outcome: StepOutcome,
+    plan: Plan,
+    now: dt.datetime,
+    rand: float,
+) -> Recorded:
+    """Everything that follows a step's result: retry, graph advance, execution end."""
+    failure = outcome.failure
     execution = (
         await session.execute(
             select(ExecutionRow).where(ExecutionRow.id == run.execution_id).with_for_update()
@@ -276,8 +307,9 @@ async def record_outcome(
         recorded.finished = True
         return recorded
     decision = progress.advance(plan.nodes, states_of(runs))
+    context = context_for(execution, plan, runs) if decision.ready else {}
     for key in decision.ready:
-        runs[key].status, runs[key].scheduled_for, runs[key].updated_at = S.READY, now, now
+        make_ready(runs[key], plan, context, now)
     for key in decision.skipped:
         runs[key].status, runs[key].completed_at, runs[key].updated_at = S.SKIPPED, now, now
     recorded.made_ready = len(decision.ready)
@@ -286,7 +318,122 @@ async def record_outcome(
     if progress.finished(states_of(runs), plan.nodes):
         await _finish(session, execution, plan, runs, now)
         recorded.finished = True
+    else:
+        refresh_status(execution, runs, now)
     return recorded
+
+
+def refresh_status(execution: ExecutionRow, runs: dict[str, StepRunRow], now: dt.datetime) -> None:
+    """``waiting`` while a step waits for a signal and none is ready or running (steps still
+    pending behind the wait do not count), else ``running``."""
+    statuses = {r.status for r in runs.values()}
+    waiting = S.WAITING in statuses and not statuses & {S.READY, S.RUNNING}
+    status = ExecutionStatus.WAITING if waiting else ExecutionStatus.RUNNING
+    if execution.status != status:
+        execution.status = status
+        execution.updated_at = now
+
+
+async def deliver_signal(
+    session: AsyncSession,
+    execution: ExecutionRow,
+    plan: Plan,
+    name: str,
+    payload: JSONValue,
+    now: dt.datetime,
+) -> int:
+    """Complete the steps waiting for signal ``name`` with ``payload`` as their output."""
+    waiting = [
+        key
+        for key, step in plan.steps.items()
+        if isinstance(step, WaitStep) and step.signal is not None and step.signal.name == name
+    ]
+    if not waiting:
+        return 0
+    rows = (
+        (
+            await session.execute(
+                select(StepRunRow.id).where(
+                    StepRunRow.execution_id == execution.id,
+                    StepRunRow.step_key.in_(waiting),
+                    StepRunRow.status == S.WAITING,
+                )
+            )
+        )
+        .scalars()
+        .all()
+    )
+    delivered = 0
+    for run_id in rows:
+        outcome = StepOutcome(output=payload)
+        run = await _settle(
+            session, StepRunRow.status == S.WAITING, run_id=run_id, outcome=outcome, now=now
+        )
+        if run is not None:
+            await after_step(session, run, outcome, plan, now, 0.5)
+            delivered += 1
+    return delivered
+
+
+async def due_signal_waits(
+    session: AsyncSession, now: dt.datetime, limit: int = 100
+) -> list[StepRunRow]:
+    """Signal waits whose timeout has passed."""
+    stmt = (
+        select(StepRunRow)
+        .where(StepRunRow.status == S.WAITING, StepRunRow.scheduled_for <= now)
+        .order_by(StepRunRow.scheduled_for)
+        .limit(limit)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def expire_signal_wait(
+    session: AsyncSession, run: StepRunRow, plan: Plan, now: dt.datetime
+) -> bool:
+    """The signal did not come in time: the step fails (its on_error decides what follows)."""
+    step = plan.steps[run.step_key]
+    name = step.signal.name if isinstance(step, WaitStep) and step.signal else "?"
+    outcome = StepOutcome(
+        failure=StepFailure("signal_timeout", f"signal {name!r} did not arrive in time", False)
+    )
+    settled = await _settle(
+        session, StepRunRow.status == S.WAITING, run_id=run.id, outcome=outcome, now=now
+    )
+    if settled is None:
+        return False
+    await after_step(session, settled, outcome, plan, now, 0.5)
+    return True
+
+
+def make_ready(
+    run: StepRunRow, plan: Plan, context: dict[str, JSONValue], now: dt.datetime
+) -> None:
+    """A step's dependencies are satisfied: it becomes ready now, ready at a later instant
+    (a timed wait), or waiting for a signal (until its timeout, if any)."""
+    step = plan.steps[run.step_key]
+    run.updated_at = now
+    if not isinstance(step, WaitStep):
+        run.status, run.scheduled_for = S.READY, now
+        return
+    if step.signal is not None:
+        run.status = S.WAITING
+        timeout = step.signal.timeout_ms
+        run.scheduled_for = now + dt.timedelta(milliseconds=timeout) if timeout else None
+        return
+    run.status, run.scheduled_for = S.READY, wait_until(step, context, now)
+
+
+def wait_until(step: WaitStep, context: dict[str, JSONValue], now: dt.datetime) -> dt.datetime:
+    """When a timed wait is over (now when its ``until`` cannot be read: the run reports why)."""
+    if step.duration_ms is not None:
+        return now + dt.timedelta(milliseconds=step.duration_ms)
+    try:
+        value = compile_template(step.until or "").render(context)
+        instant = dt.datetime.fromisoformat(str(value))
+    except (ValueError, ValidationFailed):
+        return now
+    return instant if instant.tzinfo is not None else now
 
 
 def _retry_delay(plan: Plan, run: StepRunRow, failure: StepFailure, rand: float) -> int | None:
@@ -472,13 +619,13 @@ def _close(session: AsyncSession, execution: ExecutionRow, now: dt.datetime) -> 
 async def next_due(
     session: AsyncSession, queues: Sequence[str], now: dt.datetime
 ) -> dt.datetime | None:
-    """When the earliest ready-but-not-yet-due step of ``queues`` becomes due (retries)."""
-    return (
-        await session.execute(
-            select(func.min(StepRunRow.scheduled_for)).where(
-                StepRunRow.status == S.READY,
-                StepRunRow.queue.in_(list(queues)),
-                StepRunRow.scheduled_for > now,
-            )
-        )
-    ).scalar()
+    """The next instant something becomes due: a delayed ready step (a retry or a timed wait)
+    of ``queues``, or the timeout of a signal wait."""
+    ready = select(func.min(StepRunRow.scheduled_for)).where(
+        StepRunRow.status == S.READY,
+        StepRunRow.queue.in_(list(queues)),
+        StepRunRow.scheduled_for > now,
+    )
+    waits = select(func.min(StepRunRow.scheduled_for)).where(StepRunRow.status == S.WAITING)
+    due = [(await session.execute(query)).scalar() for query in (ready, waits)]
+    return min((d for d in due if d is not None), default=None)

@@ -29,7 +29,7 @@ from turbocat.db.models import AgentRow, ExecutionRow, StepRunRow, WorkflowRow, 
 from turbocat.domain.definitions import AgentStep
 from turbocat.domain.enums import StepStatus
 from turbocat.engine import store
-from turbocat.engine.plan import PlanCache
+from turbocat.engine.plan import Plan, PlanCache
 from turbocat.engine.runner import SavedAgent, StepFailure, StepOutcome, run_step
 
 log = logging.getLogger("turbocat.worker")
@@ -119,8 +119,10 @@ class Worker:
             await self._listener.stop()
 
     async def _idle_wait(self) -> float:
-        """Seconds until there may be work: the next due retry, or the polling interval."""
+        """Seconds until there may be work: the next due retry, timed wait or signal timeout,
+        or the polling interval."""
         now = self.clock()
+        await self.expire_signal_waits(now)
         async with self.db.transaction(SYSTEM) as session:
             due = await store.next_due(session, self.config.queues, now)
         if due is None:
@@ -204,6 +206,27 @@ class Worker:
             task.add_done_callback(self._forget(run.id))
         return len(claimed)
 
+    async def expire_signal_waits(self, now: dt.datetime) -> int:
+        """Fail the signal waits whose timeout passed, each in its own transaction."""
+        async with self.db.transaction(SYSTEM) as session:
+            due = await store.due_signal_waits(session, now)
+        expired = 0
+        for run in due:
+            async with self.db.transaction(SYSTEM) as session:
+                plan = await self._plan_of(session, run.execution_id)
+                expired += await store.expire_signal_wait(session, run, plan, now)
+        if expired:
+            self.notifier.notify()
+        return expired
+
+    async def _plan_of(self, session: Any, execution_id: uuid.UUID) -> Plan:
+        execution = await session.get(ExecutionRow, execution_id)
+        workflow = await session.get(WorkflowRow, execution.workflow_id)
+        plan: Plan = self.plans.get(
+            workflow.id, workflow.updated_at.isoformat(), workflow.definition, workflow.task_queue
+        )
+        return plan
+
     def _forget(self, run_id: uuid.UUID) -> Callable[[asyncio.Task[None]], None]:
         def done(_task: asyncio.Task[None]) -> None:
             self._running.pop(run_id, None)
@@ -238,6 +261,7 @@ class Worker:
             )
             count = len(rescued.all())
             expired = await store.expire_timeouts(session, now)
+        await self.expire_signal_waits(now)
         if expired:
             log.warning("%d executions exceeded their time limit", expired)
         if count:

@@ -14,19 +14,22 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from turbocat.db import signals
 from turbocat.db.engine import after_commit
 from turbocat.db.listing import PageRequest, apply_page
-from turbocat.db.models import ExecutionLogRow, ExecutionRow, StepRunRow
+from turbocat.db.models import ExecutionLogRow, ExecutionRow, StepRunRow, WorkflowRow
 from turbocat.domain import progress
 from turbocat.domain.access import Principal
+from turbocat.domain.definitions import WaitStep
 from turbocat.domain.enums import (
     ExecutionStatus,
     LogLevel,
+    StepStatus,
     TriggerType,
     WorkflowStatus,
 )
 from turbocat.domain.errors import Conflict, NotFound
+from turbocat.domain.expressions import compile_template
 from turbocat.domain.jsonschemas import validate_instance
 from turbocat.engine import store
-from turbocat.engine.plan import PlanCache
+from turbocat.engine.plan import Plan, PlanCache
 from turbocat.services import workflows
 
 RUNNABLE = (WorkflowStatus.DRAFT, WorkflowStatus.ACTIVE)
@@ -175,3 +178,83 @@ async def logs(
         stmt = stmt.where(ExecutionLogRow.id > after_id)
     stmt = stmt.order_by(ExecutionLogRow.id).limit(limit)
     return list((await session.execute(stmt)).scalars())
+
+
+async def _plan(session: AsyncSession, execution: ExecutionRow, plans: PlanCache) -> Plan:
+    workflow = await session.get(WorkflowRow, execution.workflow_id)
+    assert workflow is not None
+    return plans.get(
+        workflow.id, workflow.updated_at.isoformat(), workflow.definition, workflow.task_queue
+    )
+
+
+async def signal(
+    session: AsyncSession,
+    principal: Principal,
+    execution_id: uuid.UUID,
+    name: str,
+    payload: Any,
+    *,
+    plans: PlanCache,
+    notify: Callable[[], None],
+    now: dt.datetime,
+) -> int:
+    """Deliver a declared signal: the steps waiting for it complete with ``payload``."""
+    principal.require_access("executions", write=True)
+    execution = await get(session, principal, execution_id)
+    if execution.status not in store.LIVE:
+        raise Conflict(f"the execution is already {execution.status.value}")
+    plan = await _plan(session, execution, plans)
+    declared = {s.name: s for s in plan.definition.signals}
+    if name not in declared:
+        raise NotFound(
+            "signal", f"{name!r} (the workflow declares: {', '.join(declared) or 'none'})"
+        )
+    schema = declared[name].payload_schema
+    if schema is not None:
+        validate_instance(payload, schema, ("body", "payload"))
+    delivered = await store.deliver_signal(session, execution, plan, name, payload, now)
+    if delivered == 0:
+        raise Conflict(f"no step of this execution is waiting for signal {name!r} now")
+    after_commit(session, notify)
+    return delivered
+
+
+BUILTIN_QUERY = "state"
+
+
+async def query(
+    session: AsyncSession,
+    principal: Principal,
+    execution_id: uuid.UUID,
+    name: str,
+    *,
+    plans: PlanCache,
+) -> Any:
+    """Read an execution's live state (the built-in ``state``) or a declared query; changes
+    nothing."""
+    execution = await get(session, principal, execution_id)
+    plan = await _plan(session, execution, plans)
+    runs = await store.latest_runs(session, execution.id)
+    if name == BUILTIN_QUERY:
+        return {
+            "status": execution.status.value,
+            "result": execution.result.value,
+            "steps": {
+                key: {"status": r.status.value, "attempt": r.attempt} for key, r in runs.items()
+            },
+            "waiting_for": sorted(
+                step.signal.name
+                for key, step in plan.steps.items()
+                if isinstance(step, WaitStep)
+                and step.signal is not None
+                and runs.get(key) is not None
+                and runs[key].status == StepStatus.WAITING
+            ),
+        }
+    declared = {q.name: q for q in plan.definition.queries}
+    if name not in declared:
+        names = ", ".join([BUILTIN_QUERY, *declared])
+        raise NotFound("query", f"{name!r} (available: {names})")
+    context = store.context_for(execution, plan, runs)
+    return compile_template(declared[name].expression).render(context)

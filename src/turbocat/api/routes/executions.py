@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, status
 from pydantic import AwareDatetime
@@ -16,6 +16,8 @@ from turbocat.api.schemas.executions import (
     ExecutionDetail,
     ExecutionLogRead,
     ExecutionRead,
+    SignalDelivered,
+    SignalSend,
     StepRunRead,
 )
 from turbocat.domain.enums import ExecutionStatus, LogLevel, TriggerType
@@ -92,6 +94,45 @@ async def cancel_execution(
         session, principal, execution_id, notify=ctx.notifier.notify, now=now
     )
     return ExecutionRead.model_validate(row)
+
+
+@router.post(
+    "/executions/{execution_id}/signals/{name}",
+    name="executions-signal",
+    response_model=SignalDelivered,
+)
+async def send_signal(
+    execution_id: uuid.UUID,
+    name: str,
+    body: SignalSend,
+    ctx: ContextDep,
+    principal: PrincipalDep,
+    session: SessionDep,
+    now: NowDep,
+) -> SignalDelivered:
+    """Deliver a signal the workflow declares (human approval is one): the steps waiting for
+    it complete with ``payload`` as their output. 409 when no step is waiting for it."""
+    delivered = await executions.signal(
+        session, principal, execution_id, name, body.payload,
+        plans=ctx.plans, notify=ctx.notifier.notify, now=now,
+    )  # fmt: skip
+    return SignalDelivered(signal=name, delivered_to=delivered)
+
+
+@router.get("/executions/{execution_id}/queries/{name}", name="executions-query")
+async def run_query(
+    execution_id: uuid.UUID,
+    name: str,
+    ctx: ContextDep,
+    principal: PrincipalDep,
+    session: SessionDep,
+) -> Any:
+    """Read live state without changing it: the built-in ``state`` query, or one the workflow
+    declares (an expression over input, steps and vars)."""
+    return {
+        "query": name,
+        "result": await executions.query(session, principal, execution_id, name, plans=ctx.plans),
+    }
 
 
 @router.get(

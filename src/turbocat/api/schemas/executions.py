@@ -75,3 +75,12 @@ class ExecutionLogRead(ReadModel):
     step_status: StepStatus | None
     step_duration_ms: int | None
     created_at: dt.datetime
+
+
+class SignalSend(RequestModel):
+    payload: Any = Field(default=None, description="checked against the signal's schema")
+
+
+class SignalDelivered(ReadModel):
+    signal: str
+    delivered_to: int = Field(description="how many waiting steps received it")
