@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import httpx
@@ -66,3 +67,20 @@ async def test_admin_soft_deletes_and_restores_a_user(
     assert_problem(
         await client.delete(f"/api/v1/admin/users/{admin.user_id}", headers=admin.headers), 403
     )
+
+
+async def test_workers_register_and_are_listed_for_system_admins(
+    client: httpx.AsyncClient, app_context: AppContext
+) -> None:
+    admin = await signup(client, "ops@example.com", "Ops")
+    member = await signup(client, "member@example.com", "Member")
+    await make_admin(app_context, admin.user_id)
+    # the embedded worker registered itself when the app started
+    async with asyncio.timeout(5):
+        while not (
+            rows := (await client.get("/api/v1/admin/workers", headers=admin.headers)).json()
+        ):
+            await asyncio.sleep(0.05)
+    (worker,) = rows
+    assert worker["status"] == "running" and worker["queues"] == ["default"] and worker["pid"]
+    assert_problem(await client.get("/api/v1/admin/workers", headers=member.headers), 403)

@@ -244,3 +244,59 @@ async def test_executions_are_listed_and_private_to_their_tenant(client: httpx.A
     assert len(by_wf["items"]) == 1
     assert_problem(await client.get(f"/api/v1/executions/{done['id']}", headers=other.headers), 404)
     assert (await client.get("/api/v1/executions", headers=other.headers)).json()["items"] == []
+
+
+async def test_rerun_starts_from_the_failed_step_reusing_completed_outputs(
+    client: httpx.AsyncClient,
+) -> None:
+    owner = await signup(client, "rerun@example.com")
+    r = await client.post(
+        "/api/v1/agents", headers=owner.headers,
+        json={"name": "counter", "type": "data", "config": {"operations": [{"op": "aggregate"}]}},
+    )  # fmt: skip
+    agent_id = r.json()["id"]
+    definition = {
+        "steps": [
+            data_step("prepare", mapping={"values": "{{ input.values }}"}),
+            {
+                "key": "count",
+                "type": "agent",
+                "agent": "counter",
+                "depends_on": ["prepare"],
+                "inputs": {"data": "{{ steps.prepare.output.values }}"},
+            },
+            data_step("report", deps=("count",), mapping={"n": "{{ steps.count.output }}"}),
+        ],
+        "outputs": {"n": "{{ steps.report.output.n }}"},
+    }
+    failed = await run_workflow(client, owner, definition, {"values": ["a", "b"]})
+    assert failed["status"] == "failed"
+    assert {s["step_key"]: s["status"] for s in failed["steps"]} == {
+        "prepare": "completed",
+        "count": "failed",
+        "report": "skipped",
+    }
+    assert_problem(
+        await client.post(f"/api/v1/executions/{failed['id']}/cancel", headers=owner.headers), 409
+    )
+
+    # fix the agent, then re-run from the failed step
+    fixed = await client.patch(
+        f"/api/v1/agents/{agent_id}", headers=owner.headers, json={"config": {"query": "length(@)"}}
+    )
+    assert fixed.status_code == 200, fixed.text
+    r = await client.post(f"/api/v1/executions/{failed['id']}/rerun", headers=owner.headers)
+    assert r.status_code == 202 and r.json()["rerun_of_execution_id"] == failed["id"]
+    done = await wait_done(client, owner, r.json()["id"])
+    assert done["status"] == "completed" and done["output_data"] == {"n": 2}
+    prepare = next(s for s in done["steps"] if s["step_key"] == "prepare")
+    assert prepare["status"] == "completed" and prepare["started_at"] is None  # reused, not run
+    assert (
+        prepare["output"]
+        == next(s for s in failed["steps"] if s["step_key"] == "prepare")["output"]
+    )
+    logs = (await client.get(f"/api/v1/executions/{done['id']}/logs", headers=owner.headers)).json()
+    assert any("reused" in line["message"] for line in logs)
+    assert_problem(
+        await client.post(f"/api/v1/executions/{done['id']}/rerun", headers=owner.headers), 409
+    )

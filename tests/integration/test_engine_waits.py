@@ -134,3 +134,42 @@ async def test_signal_timeout_fails_the_wait(client: httpx.AsyncClient, clock: C
     done = await wait_done(client, owner, execution_id)
     assert done["status"] == "failed" and "did not arrive in time" in done["error_message"]
     assert done["steps"][0]["error"]["type"] == "signal_timeout"
+
+
+async def test_log_stream_follows_a_running_execution(client: httpx.AsyncClient) -> None:
+    owner = await signup(client, "stream@example.com")
+    other = await signup(client, "stream2@example.com", "Other")
+    execution_id = await start(client, owner, APPROVAL)
+    await wait_for(client, owner, execution_id, lambda b: b["status"] == "waiting")
+    url = f"/api/v1/executions/{execution_id}/logs/stream"
+    assert (await client.get(url)).status_code == 401  # streams authenticate like every route
+    assert (await client.get(url, headers=other.headers)).status_code == 404
+
+    events: list[tuple[str, str]] = []
+
+    async def follow() -> None:
+        async with client.stream("GET", url, headers=owner.headers) as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            event = ""
+            async for line in response.aiter_lines():
+                if line.startswith("event: "):
+                    event = line.removeprefix("event: ")
+                elif line.startswith("data: "):
+                    events.append((event, line.removeprefix("data: ")))
+                    if event == "end":
+                        return
+
+    reader = asyncio.create_task(follow())
+    await asyncio.sleep(0.5)
+    assert not reader.done()  # still open while the execution waits
+    await client.post(
+        f"/api/v1/executions/{execution_id}/signals/approval",
+        headers=owner.headers,
+        json={"payload": {"user": "ada"}},
+    )
+    async with asyncio.timeout(10):
+        await reader
+    messages = [data for event, data in events if event == "log"]
+    assert any("execution started" in m for m in messages)
+    assert any("step send completed" in m for m in messages)
+    assert events[-1] == ("end", '{"status": "completed"}')

@@ -97,6 +97,51 @@ def create_runs(
     return runs
 
 
+def create_rerun_runs(
+    session: AsyncSession,
+    execution: ExecutionRow,
+    previous: dict[str, StepRunRow],
+    plan: Plan,
+    now: dt.datetime,
+) -> dict[str, StepRunRow]:
+    """Rows for a re-run: steps that completed before keep their outputs (they do not run
+    again); the rest start over from where the graph now stands."""
+    runs: dict[str, StepRunRow] = {}
+    for key, step in plan.steps.items():
+        old = previous.get(key)
+        reused = old is not None and old.status == S.COMPLETED
+        run = StepRunRow(
+            organization_id=execution.organization_id,
+            execution_id=execution.id,
+            step_key=key,
+            step_type=StepType(step.type),
+            iteration=0,
+            attempt=1,
+            status=S.COMPLETED if reused else S.PENDING,
+            input=old.input if reused and old else None,
+            output=old.output if reused and old else None,
+            queue=plan.queue_of(key),
+            idempotency_key=idempotency_key(execution.id, key, 0),
+            completed_at=now if reused else None,
+            duration_ms=0 if reused else None,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(run)
+        runs[key] = run
+        if reused:
+            execution.steps_completed += 1
+            log(session, execution, f"step {key} reused from the previous execution", now, run=run)
+    decision = progress.advance(plan.nodes, states_of(runs))
+    context = context_for(execution, plan, runs)
+    for key in decision.ready:
+        make_ready(runs[key], plan, context, now)
+    for key in decision.skipped:
+        runs[key].status, runs[key].completed_at = S.SKIPPED, now
+    refresh_status(execution, runs, now)
+    return runs
+
+
 async def claim(
     session: AsyncSession, *, worker_id: str, queues: Sequence[str], limit: int,
     now: dt.datetime, lease: dt.timedelta,

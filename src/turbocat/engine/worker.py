@@ -23,11 +23,19 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+import turbocat
 from turbocat.db import signals
 from turbocat.db.engine import Database, TenantContext
-from turbocat.db.models import AgentRow, ExecutionRow, StepRunRow, WorkflowRow, WorkflowStepRow
+from turbocat.db.models import (
+    AgentRow,
+    ExecutionRow,
+    StepRunRow,
+    WorkerRow,
+    WorkflowRow,
+    WorkflowStepRow,
+)
 from turbocat.domain.definitions import AgentStep
-from turbocat.domain.enums import StepStatus
+from turbocat.domain.enums import StepStatus, WorkerStatus
 from turbocat.engine import store
 from turbocat.engine.plan import Plan, PlanCache
 from turbocat.engine.runner import SavedAgent, StepFailure, StepOutcome, run_step
@@ -97,6 +105,7 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set, then let running steps finish."""
+        await self._register()
         self._listener.start()
         try:
             while not stop.is_set():
@@ -117,6 +126,39 @@ class Worker:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
         finally:
             await self._listener.stop()
+            with contextlib.suppress(Exception):  # the database may be what is failing
+                await self._deregister()
+
+    async def _register(self) -> None:
+        """A row in the workers registry (seed 003's workflow_workers), kept by heartbeats."""
+        now = self.clock()
+        async with self.db.transaction(SYSTEM) as session:
+            row = (
+                await session.execute(
+                    select(WorkerRow).where(WorkerRow.worker_id == self.config.worker_id)
+                )
+            ).scalar_one_or_none()
+            if row is None:
+                row = WorkerRow(worker_id=self.config.worker_id, created_at=now)
+                session.add(row)
+            row.hostname = socket.gethostname()
+            row.pid = os.getpid()
+            row.queues = list(self.config.queues)
+            row.concurrency = self.config.concurrency
+            row.version = turbocat.__version__
+            row.status = WorkerStatus.RUNNING
+            row.started_at = row.last_heartbeat_at = row.updated_at = now
+            row.stopped_at = None
+
+    async def _deregister(self) -> None:
+        now = self.clock()
+        async with self.db.transaction(SYSTEM) as session:
+            await session.execute(
+                update(WorkerRow)
+                .where(WorkerRow.worker_id == self.config.worker_id)
+                .values(status=WorkerStatus.STOPPED, stopped_at=now, updated_at=now),
+                execution_options={"synchronize_session": False},
+            )
 
     async def _idle_wait(self) -> float:
         """Seconds until there may be work: the next due retry, timed wait or signal timeout,
@@ -261,6 +303,12 @@ class Worker:
             )
             count = len(rescued.all())
             expired = await store.expire_timeouts(session, now)
+            await session.execute(
+                update(WorkerRow)
+                .where(WorkerRow.worker_id == self.config.worker_id)
+                .values(last_heartbeat_at=now, updated_at=now),
+                execution_options={"synchronize_session": False},
+            )
         await self.expire_signal_waits(now)
         if expired:
             log.warning("%d executions exceeded their time limit", expired)

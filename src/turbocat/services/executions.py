@@ -99,6 +99,59 @@ async def start(
     return execution
 
 
+RERUNNABLE = (ExecutionStatus.FAILED, ExecutionStatus.TIMEOUT, ExecutionStatus.CANCELLED)
+
+
+async def rerun(
+    session: AsyncSession,
+    principal: Principal,
+    execution_id: uuid.UUID,
+    *,
+    plans: PlanCache,
+    notify: Callable[[], None],
+    now: dt.datetime,
+) -> ExecutionRow:
+    """A new execution of the same version and input that starts from the failed step: steps
+    that completed keep their outputs and do not run again."""
+    principal.require_access("executions", write=True)
+    old = await get(session, principal, execution_id)
+    if old.status not in RERUNNABLE:
+        raise Conflict(
+            "only failed, timed-out or cancelled executions can be re-run; "
+            f"this one is {old.status.value}"
+        )
+    plan = await _plan(session, old, plans)
+    previous = await store.latest_runs(session, old.id)
+    timeout = plan.definition.timeout_seconds
+    execution = ExecutionRow(
+        organization_id=old.organization_id,
+        workflow_id=old.workflow_id,
+        user_id=principal.user_id,
+        api_key_id=principal.api_key_id,
+        status=ExecutionStatus.RUNNING,
+        trigger_type=old.trigger_type,
+        trigger_data={"rerun_of": str(old.id)},
+        input_data=old.input_data,
+        output_data={},
+        steps_total=len(plan.steps),
+        task_queue=plan.task_queue,
+        rerun_of_execution_id=old.id,
+        started_at=now,
+        timeout_at=now + dt.timedelta(seconds=timeout) if timeout else None,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(execution)
+    await session.flush()
+    store.log(session, execution, f"re-run of execution {old.id}", now)
+    runs = store.create_rerun_runs(session, execution, previous, plan, now)
+    queues = {r.queue for r in runs.values() if r.status == StepStatus.READY}
+    for queue in sorted(queues):
+        await signals.announce(session, signals.READY, queue)
+    after_commit(session, notify)
+    return execution
+
+
 async def cancel(
     session: AsyncSession,
     principal: Principal,

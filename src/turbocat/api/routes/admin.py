@@ -6,12 +6,14 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
+from sqlalchemy import select
 
 from turbocat.api.deps import IdentityDep, MetaDep, NowDep, SessionDep
 from turbocat.api.schemas.common import PROBLEM_RESPONSES, Page
-from turbocat.api.schemas.identity import AdminUserRead
+from turbocat.api.schemas.identity import AdminUserRead, WorkerRead
 from turbocat.db import tenancy
 from turbocat.db.engine import TenantContext
+from turbocat.db.models import WorkerRow
 from turbocat.domain.enums import SystemRole
 from turbocat.domain.errors import PermissionDenied
 from turbocat.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT, Cursor
@@ -99,3 +101,12 @@ async def activate_user(
         session, user_id, True, actor=audit.Actor(admin.user.id), now=now, meta=meta
     )
     return AdminUserRead.model_validate(user)
+
+
+@router.get("/workers", name="admin-workers-list", response_model=list[WorkerRead])
+async def list_workers(admin: AdminDep, session: SessionDep) -> list[WorkerRead]:
+    """Worker processes with their queues and last heartbeat, running ones first."""
+    stmt = (
+        select(WorkerRow).order_by(WorkerRow.status, WorkerRow.last_heartbeat_at.desc()).limit(500)
+    )
+    return [WorkerRead.model_validate(w) for w in (await session.execute(stmt)).scalars()]

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Header, Query, status
+from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime
 
 from turbocat.api.deps import ContextDep, NowDep, PrincipalDep, SessionDep
@@ -20,8 +25,13 @@ from turbocat.api.schemas.executions import (
     SignalSend,
     StepRunRead,
 )
+from turbocat.db.engine import TenantContext
 from turbocat.domain.enums import ExecutionStatus, LogLevel, TriggerType
+from turbocat.domain.runs import EXECUTION_TERMINAL as TERMINAL
 from turbocat.services import executions
+
+STREAM_POLL_SECONDS = 0.2
+STREAM_MAX_SECONDS = 3600
 
 router = APIRouter(tags=["executions"], responses=PROBLEM_RESPONSES)
 
@@ -79,6 +89,27 @@ async def get_execution(
 
 
 @router.post(
+    "/executions/{execution_id}/rerun",
+    name="executions-rerun",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=ExecutionRead,
+)
+async def rerun_execution(
+    execution_id: uuid.UUID,
+    ctx: ContextDep,
+    principal: PrincipalDep,
+    session: SessionDep,
+    now: NowDep,
+) -> ExecutionRead:
+    """Re-run a failed, timed-out or cancelled execution from its failed step: a new execution
+    (``rerun_of``) where completed steps keep their outputs and do not run again."""
+    row = await executions.rerun(
+        session, principal, execution_id, plans=ctx.plans, notify=ctx.notifier.notify, now=now
+    )
+    return ExecutionRead.model_validate(row)
+
+
+@router.post(
     "/executions/{execution_id}/cancel", name="executions-cancel", response_model=ExecutionRead
 )
 async def cancel_execution(
@@ -133,6 +164,60 @@ async def run_query(
         "query": name,
         "result": await executions.query(session, principal, execution_id, name, plans=ctx.plans),
     }
+
+
+@router.get(
+    "/executions/{execution_id}/logs/stream",
+    name="executions-logs-stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def stream_logs(
+    execution_id: uuid.UUID,
+    ctx: ContextDep,
+    principal: PrincipalDep,
+    session: SessionDep,
+    level: Annotated[LogLevel | None, Query(description="this level and above")] = None,
+    last_event_id: Annotated[
+        uuid.UUID | None, Header(description="resume after this log id")
+    ] = None,
+) -> StreamingResponse:
+    """Server-Sent Events: every log line of the execution as it is written (``event: log``,
+    the line as JSON, its id as the event id), then ``event: end`` once the execution has
+    finished. Authenticated and scoped like every other route; resumable with Last-Event-ID."""
+    await executions.get(session, principal, execution_id)  # 404 for another tenant's id
+    context = TenantContext(organization_id=principal.organization_id, user_id=principal.user_id)
+
+    async def events() -> AsyncIterator[bytes]:
+        after = last_event_id
+        idle_since = time.monotonic()
+        deadline = time.monotonic() + STREAM_MAX_SECONDS
+        while time.monotonic() < deadline:
+            async with ctx.db.transaction(context) as tx:
+                rows = await executions.logs(
+                    tx, principal, execution_id, min_level=level, after_id=after, limit=500
+                )
+                execution = await executions.get(tx, principal, execution_id)
+                finished = execution.status in TERMINAL
+            for row in rows:
+                body = ExecutionLogRead.model_validate(row).model_dump_json()
+                yield f"id: {row.id}\nevent: log\ndata: {body}\n\n".encode()
+                after = row.id
+            if rows:
+                idle_since = time.monotonic()
+                continue
+            if finished:
+                end = json.dumps({"status": execution.status.value})
+                yield f"event: end\ndata: {end}\n\n".encode()
+                return
+            if time.monotonic() - idle_since > 15:
+                idle_since = time.monotonic()
+                yield b": keep-alive\n\n"
+            await asyncio.sleep(STREAM_POLL_SECONDS)
+
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
 
 
 @router.get(

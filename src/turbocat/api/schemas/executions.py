@@ -42,6 +42,7 @@ class ExecutionRead(ReadModel):
     duration_ms: int | None
     user_id: uuid.UUID | None
     api_key_id: uuid.UUID | None
+    rerun_of_execution_id: uuid.UUID | None
     created_at: dt.datetime
 
 

@@ -149,3 +149,16 @@ class AuditLogRead(ReadModel):
 
 class AdminUserRead(UserRead):
     deleted_at: dt.datetime | None
+
+
+class WorkerRead(ReadModel):
+    worker_id: str
+    hostname: str
+    pid: int | None
+    queues: list[str]
+    status: str
+    concurrency: int
+    version: str | None
+    last_heartbeat_at: dt.datetime
+    started_at: dt.datetime
+    stopped_at: dt.datetime | None
