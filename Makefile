@@ -1,5 +1,5 @@
 # Shortcuts over ./dev for people who like make.
-.PHONY: install fmt lint typecheck test test-pg dev
+.PHONY: install fmt lint typecheck test test-pg bench dev
 
 install:
 	./dev turbocat version >/dev/null
@@ -13,5 +13,7 @@ test:
 	./dev test
 test-pg:
 	CI=true ./dev test -m pg
+bench:
+	./dev turbocat version >/dev/null && .venv/bin/python bench/engine.py $(BENCH_ARGS)
 dev:
 	./dev serve
