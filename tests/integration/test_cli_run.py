@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 
 from turbocat.cli.run import run
 from turbocat.domain import definitions
-from turbocat.engine import plan
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 HELLO = EXAMPLES / "hello.yaml"
@@ -150,19 +149,21 @@ def test_an_invalid_definition_exits_2_with_field_paths(tmp_path: Path) -> None:
     assert any("nowhere" in p for p in problems)
 
 
-def test_an_unsupported_step_type_is_refused_with_the_engine_message(tmp_path: Path) -> None:
-    body = data_step("b", mapping={"x": 1})
-    candidates = [
-        (definitions.LoopStep, {"key": "l", "type": "loop", "over": "{{ [1] }}", "body": body}),
-        (definitions.ParallelStep, {"key": "p", "type": "parallel", "branches": {"one": body}}),
-    ]
-    step = next((s for cls, s in candidates if cls not in plan.SUPPORTED), None)
-    if step is None:
-        pytest.skip("the engine runs every step type now")
-    done = invoke(write(tmp_path, "loop.yaml", {"steps": [step]}))
-    assert done.code == 2, done.stderr
-    assert "  steps: this engine runs" in done.stderr, done.stderr
-    assert "not supported yet" in done.stderr
+def test_a_loop_runs_with_one_progress_line_per_item(tmp_path: Path) -> None:
+    body = data_step("double", mapping={"v": "{{ item * 2 }}"})
+    file = write(
+        tmp_path,
+        "loop.yaml",
+        {
+            "steps": [{"key": "each", "type": "loop", "over": "{{ input.xs }}", "body": body}],
+            "outputs": {"doubled": "{{ steps.each.output }}"},
+        },
+    )
+    done = invoke(file, "--input", json.dumps({"xs": [1, 2, 3]}))
+    assert done.code == 0, done.stderr
+    assert json.loads(done.stdout) == {"doubled": [{"v": 2}, {"v": 4}, {"v": 6}]}
+    labels = [line.split()[1] for line in done.stderr.splitlines() if line.startswith("step ")]
+    assert {"each", "double[0]", "double[1]", "double[2]"} <= set(labels), done.stderr
 
 
 def test_the_input_is_checked_against_the_inputs_schema(tmp_path: Path) -> None:
@@ -261,8 +262,6 @@ def test_keep_db_keeps_the_database_for_inspection(tmp_path: Path) -> None:
 
 
 def test_the_timeout_cancels_an_execution_that_does_not_finish(tmp_path: Path) -> None:
-    if definitions.WaitStep not in plan.SUPPORTED:
-        pytest.skip("wait steps do not run yet")
     file = write(
         tmp_path,
         "slow.yaml",

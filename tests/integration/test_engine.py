@@ -23,7 +23,12 @@ def data_step(key: str, *, deps: tuple[str, ...] = (), **config: Any) -> dict[st
 
 
 async def run_workflow(
-    client: httpx.AsyncClient, who: Account, definition: dict, payload: dict | None = None
+    client: httpx.AsyncClient,
+    who: Account,
+    definition: dict,
+    payload: dict | None = None,
+    *,
+    seconds: float = 20,
 ) -> dict:
     r = await client.post(
         "/api/v1/workflows",
@@ -37,11 +42,16 @@ async def run_workflow(
         json={"input": payload or {}},
     )
     assert r.status_code == 202, r.text
-    return await wait_done(client, who, r.json()["id"])
+    # big executions are polled less often: each read returns every step run
+    return await wait_done(client, who, r.json()["id"], seconds, 0.02 if seconds <= 20 else 0.5)
 
 
 async def wait_done(
-    client: httpx.AsyncClient, who: Account, execution_id: str, seconds: float = 20
+    client: httpx.AsyncClient,
+    who: Account,
+    execution_id: str,
+    seconds: float = 20,
+    interval: float = 0.02,
 ) -> dict:
     async with asyncio.timeout(seconds):
         while True:
@@ -50,7 +60,7 @@ async def wait_done(
             ).json()
             if body["status"] not in ("pending", "running", "waiting"):
                 return body
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(interval)
 
 
 async def test_sequential_data_steps_complete_with_outputs(client: httpx.AsyncClient) -> None:
@@ -205,25 +215,6 @@ async def test_bad_runs_are_refused_before_anything_is_written(client: httpx.Asy
     )
     assert_problem(await client.post(url, headers=owner.headers, json={"input": {"n": 1}}), 409)
     assert (await client.get("/api/v1/executions", headers=owner.headers)).json()["items"] == []
-    loop = {
-        "steps": [
-            {
-                "key": "l",
-                "type": "loop",
-                "over": "{{ [1] }}",
-                "body": data_step("b", mapping={"x": 1}),
-            }
-        ]
-    }
-    wf = (
-        await client.post(
-            "/api/v1/workflows", headers=owner.headers, json={"name": "loops", "definition": loop}
-        )
-    ).json()
-    r = await client.post(
-        f"/api/v1/workflows/{wf['id']}/executions", headers=owner.headers, json={}
-    )
-    assert assert_problem(r, 422)["errors"][0]["code"] == "unsupported_step_type"
 
 
 async def test_executions_are_listed_and_private_to_their_tenant(client: httpx.AsyncClient) -> None:

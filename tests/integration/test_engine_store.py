@@ -220,3 +220,43 @@ async def test_execution_timeout_cancels_what_runs(
         await client.get(f"/api/v1/workflows/{done['workflow_id']}", headers=owner.headers)
     ).json()
     assert wf["total_executions"] == 1 and wf["failed_executions"] == 1
+
+
+async def test_a_saved_agent_runs_at_most_its_limit_at_once(
+    client: httpx.AsyncClient, app_context: AppContext, clock: Clock
+) -> None:
+    owner = await signup(client, "agentlimit@example.com")
+    r = await client.post(
+        "/api/v1/agents",
+        headers=owner.headers,
+        json={"name": "tagger", "type": "data", "config": {"mapping": {"ok": True}},
+              "max_concurrent_executions": 2},
+    )  # fmt: skip
+    assert r.status_code == 201, r.text
+    steps = [{"key": f"t{i}", "type": "agent", "agent": "tagger"} for i in range(5)]
+    steps.append(data_step("free", mapping={"x": 1}))  # no saved agent: no limit
+    await started_execution(client, app_context, owner, {"steps": steps})
+    db = app_context.db
+    lease = dt.timedelta(seconds=30)
+
+    async def claim(worker: str) -> list[StepRunRow]:
+        async with db.transaction(TenantContext(system=True)) as session:
+            return await store.claim(
+                session, worker_id=worker, queues=["default"], limit=10, now=clock.now, lease=lease
+            )
+
+    first = await claim("w1")
+    assert len([r for r in first if r.agent_id]) == 2  # of the five t* steps
+    assert "free" in {r.step_key for r in first}
+    assert await claim("w2") == []  # another worker finds the agent at its limit
+    async with db.transaction(TenantContext(system=True)) as session:
+        wf_row = (await session.execute(select(WorkflowRow))).scalar_one()
+        plan = await app_context.plans.load(session, wf_row)
+    done = next(r for r in first if r.agent_id)
+    async with db.transaction(TenantContext(system=True)) as session:
+        await store.record_outcome(
+            session, run_id=done.id, epoch=done.lease_epoch, outcome=StepOutcome(output={}),
+            plan=plan, now=clock.now, rand=0.5,
+        )  # fmt: skip
+    again = await claim("w2")
+    assert len(again) == 1 and again[0].agent_id == done.agent_id

@@ -27,6 +27,7 @@ from turbocat.api.routes import (
     organizations,
     projects,
     prompts,
+    task_queues,
     templates,
     users,
     workflows,
@@ -124,6 +125,7 @@ def create_app(
         components,
         prompts,
         templates,
+        task_queues,
     ):
         v1.include_router(module.router)
     app.include_router(health.router)

@@ -12,9 +12,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from turbocat.db.engine import is_disconnect
 from turbocat.domain import errors
 
 log = logging.getLogger("turbocat.api")
@@ -164,6 +165,26 @@ async def _integrity_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+DATABASE_RETRY_AFTER_SECONDS = 2
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # A lost or refused database connection (a restart, a failover) is the server's temporary
+    # state, not a bug: 503 with Retry-After. Any other database error stays a 500.
+    if not is_disconnect(exc):
+        raise exc
+    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+    return problem(
+        503,
+        "Database unavailable",
+        "the database cannot be reached right now; retry the request shortly",
+        code="database_unavailable",
+        instance=request.url.path,
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+        retry_after=DATABASE_RETRY_AFTER_SECONDS,
+    )
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return problem(
@@ -180,4 +201,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(IntegrityError, _integrity_error)
+    app.add_exception_handler(DBAPIError, _database_unavailable)
+    app.add_exception_handler(OSError, _database_unavailable)  # refused before any DBAPI call
     app.add_exception_handler(Exception, _unexpected)

@@ -1,4 +1,5 @@
-"""Operator verbs for users, organizations and API keys; they work without the server running.
+"""Operator verbs for users, organizations, API keys and system task queues; they work without
+the server running.
 
 They connect as the database URL's own role (on PostgreSQL usually the owner), and state the
 tenant for every change they make inside an organization.
@@ -21,14 +22,18 @@ from turbocat.cli.common import console, fail, run, settings_or_exit
 from turbocat.db import tenancy
 from turbocat.db.engine import TenantContext
 from turbocat.db.models import ApiKeyRow, MembershipRow, OrganizationRow, UserRow
+from turbocat.domain import queues
 from turbocat.domain.access import Principal
 from turbocat.domain.enums import MemberRole, Plan, SystemRole
 from turbocat.domain.errors import NotFound
-from turbocat.services import api_keys, audit, auth, organizations, users
+from turbocat.services import api_keys, audit, auth, organizations, task_queues, users
 
 users_app = typer.Typer(help="Manage user accounts.", no_args_is_help=True)
 orgs_app = typer.Typer(help="Manage organizations and their members.", no_args_is_help=True)
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+queues_app = typer.Typer(
+    help="Manage system task queues (shared by every organization).", no_args_is_help=True
+)
 
 CLI_META = audit.RequestMeta(user_agent="turbocat-cli")
 
@@ -383,5 +388,95 @@ def keys_revoke(key_id: str = typer.Argument(..., help="The key's id")) -> None:
             )
             await api_keys.revoke(session, owner, ident, now=ctx.clock(), meta=CLI_META)
         console.print(f"revoked {key_id}")
+
+    run(go)
+
+
+# ---- system task queues ---------------------------------------------------------------------
+
+_WORKFLOWS_HELP = "Executions live at once on the queue"
+_ACTIVITIES_HELP = "Steps running at once on the queue, across all workers"
+
+
+@queues_app.command("list")
+def queues_list() -> None:
+    """List the system task queues."""
+
+    async def go() -> None:
+        async with _context() as ctx, ctx.db.transaction() as session:
+            rows = await task_queues.list_system(session)
+        table = Table("name", "display name", "max workflows", "max activities", "id")
+        for q in rows:
+            table.add_row(
+                q.name,
+                q.display_name or "",
+                str(q.max_concurrent_workflows),
+                str(q.max_concurrent_activities),
+                str(q.id),
+            )
+        console.print(table)
+
+    run(go)
+
+
+@queues_app.command("create")
+def queues_create(
+    name: str,
+    display_name: str = typer.Option(None, help="A label for people"),
+    description: str = typer.Option(None, help="What the queue is for"),
+    max_workflows: int = typer.Option(
+        queues.DEFAULT_MAX_CONCURRENT_WORKFLOWS, help=_WORKFLOWS_HELP
+    ),
+    max_activities: int = typer.Option(
+        queues.DEFAULT_MAX_CONCURRENT_ACTIVITIES, help=_ACTIVITIES_HELP
+    ),
+) -> None:
+    """Create a system task queue (an organization's own queue of the same name overrides it)."""
+    values = task_queues.QueueValues(
+        name, display_name, description, max_concurrent_workflows=max_workflows,
+        max_concurrent_activities=max_activities,
+    )  # fmt: skip
+
+    async def go() -> None:
+        async with _context() as ctx, ctx.db.transaction() as session:
+            row = await task_queues.create_system(session, values, now=ctx.clock())
+        console.print(f"created system task queue {row.name} ({row.id})")
+
+    run(go)
+
+
+@queues_app.command("update")
+def queues_update(
+    name: str,
+    display_name: str = typer.Option(None, help="A label for people"),
+    description: str = typer.Option(None, help="What the queue is for"),
+    max_workflows: int = typer.Option(None, help=_WORKFLOWS_HELP),
+    max_activities: int = typer.Option(None, help=_ACTIVITIES_HELP),
+) -> None:
+    """Change a system task queue's labels or limits (options left out stay as they are)."""
+    given = {
+        "display_name": display_name, "description": description,
+        "max_concurrent_workflows": max_workflows, "max_concurrent_activities": max_activities,
+    }  # fmt: skip
+    changes: dict[str, object] = {k: v for k, v in given.items() if v is not None}
+    if not changes:
+        raise fail("nothing to change: pass at least one option")
+
+    async def go() -> None:
+        async with _context() as ctx, ctx.db.transaction() as session:
+            await task_queues.update_system(session, name, changes=changes, now=ctx.clock())
+        console.print(f"updated system task queue {name}")
+
+    run(go)
+
+
+@queues_app.command("delete")
+def queues_delete(name: str) -> None:
+    """Delete a system task queue (work on it is no longer limited by it)."""
+
+    async def go() -> None:
+        async with _context() as ctx, ctx.db.transaction() as session:
+            await task_queues.delete_system(session, name)
+        console.print(f"deleted system task queue {name}")
 
     run(go)

@@ -34,6 +34,7 @@ from rich.table import Table
 from rich.text import Text
 
 from turbocat.domain.errors import FieldError, TurbocatError, ValidationFailed
+from turbocat.domain.scopes import loop_indices
 
 if TYPE_CHECKING:
     from turbocat.bootstrap import AppContext
@@ -218,17 +219,18 @@ class StepView:
 
 
 def latest_runs(runs: Sequence[StepRunRow]) -> list[tuple[str, StepRunRow]]:
-    """The latest attempt of each step (and loop iteration), labelled ``key`` or ``key[i]``."""
-    latest: dict[tuple[str, int], StepRunRow] = {}
+    """The latest attempt of each step (and loop iteration), labelled ``key``, or ``key[i]``
+    inside a loop (``key[i.j]`` inside nested loops)."""
+    latest: dict[tuple[str, str], StepRunRow] = {}
     for run in runs:
-        ident = (run.step_key, run.iteration)
+        ident = (run.step_key, run.scope)
         if ident not in latest or run.attempt >= latest[ident].attempt:
             latest[ident] = run
-    looped = {step for step, iteration in latest if iteration > 0}
-    return [
-        (f"{step}[{iteration}]" if step in looped else step, run)
-        for (step, iteration), run in latest.items()
-    ]
+    out = []
+    for (step, scope), run in latest.items():
+        indices = loop_indices(scope)
+        out.append((f"{step}[{'.'.join(map(str, indices))}]" if indices else step, run))
+    return out
 
 
 def step_views(
@@ -240,7 +242,7 @@ def step_views(
     for label, run in sorted(
         latest_runs(runs),
         key=lambda item: (rank.get(item[1].step_key, len(rank)), item[1].step_key,
-                          item[1].iteration),
+                          loop_indices(item[1].scope)),
     ):  # fmt: skip
         status = run.status.value
         duration = run.duration_ms
@@ -317,6 +319,8 @@ class LineDisplay:
 class LiveDisplay:
     """A table of the steps redrawn in place (interactive terminals)."""
 
+    MAX_ROWS = 40
+
     def __init__(self, console: Console, title: str) -> None:
         from rich.live import Live
 
@@ -337,7 +341,11 @@ class LiveDisplay:
         table.add_column("step")
         table.add_column("status")
         table.add_column("time", justify="right")
-        for view in views:
+        shown = list(views)
+        if len(shown) > self.MAX_ROWS:  # a big loop: show what is happening, count the rest
+            quiet = ("completed", "skipped", "pending", "ready")
+            shown = [v for v in views if v.status not in quiet][: self.MAX_ROWS]
+        for view in shown:
             symbol, style = _STYLE.get(view.status, ("?", ""))
             status = view.status + (f" (attempt {view.attempt})" if view.attempt > 1 else "")
             table.add_row(
@@ -346,6 +354,9 @@ class LiveDisplay:
                 Text(status, style=style),
                 Text(_duration(view.duration_ms), style="dim"),
             )
+        if len(shown) < len(views):
+            hidden = len(views) - len(shown)
+            table.add_row(Text("…"), Text(f"{hidden} more steps done or not started"), "", "")
         self.live.update(table, refresh=True)
 
     def close(self) -> None:
@@ -382,7 +393,7 @@ async def _snapshot(
     from turbocat.db.models import ExecutionRow
     from turbocat.services import executions
 
-    async with ctx.db.transaction(TenantContext(system=True)) as session:
+    async with ctx.db.transaction(TenantContext(system=True), readonly=True) as session:
         execution = await session.get(ExecutionRow, execution_id)
         assert execution is not None
         return execution, await executions.step_runs(session, execution)

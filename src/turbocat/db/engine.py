@@ -7,6 +7,7 @@ Users give plain ``postgresql://`` or ``sqlite:///`` URLs; the driver is ours to
 
 from __future__ import annotations
 
+import errno
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -14,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, ExceptionContext, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -79,14 +81,61 @@ def create_engine(settings: Settings, *, app_role: bool = True) -> AsyncEngine:
     if url.get_backend_name() == "sqlite":
         event.listen(engine.sync_engine, "connect", dialects.sqlite.on_connect)
         event.listen(engine.sync_engine, "begin", dialects.sqlite.on_begin)
-    elif app_role:
-        role = settings.database.app_role
-        event.listen(
-            engine.sync_engine,
-            "connect",
-            lambda dbapi_conn, _rec: dialects.postgres.set_role(dbapi_conn, role),
-        )
+    else:
+        event.listen(engine.sync_engine, "handle_error", _flag_lost_connection)
+        if app_role:
+            role = settings.database.app_role
+            event.listen(
+                engine.sync_engine,
+                "connect",
+                lambda dbapi_conn, _rec: dialects.postgres.set_role(dbapi_conn, role),
+            )
     return engine
+
+
+_NETWORK_ERRNOS = frozenset(
+    {errno.ECONNREFUSED, errno.ECONNRESET, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ETIMEDOUT}
+)
+_SERVER_GOING_AWAY = frozenset({"57P01", "57P02", "57P03", "53300"})
+"""admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections."""
+
+
+def is_disconnect(exc: BaseException | None) -> bool:
+    """Whether ``exc``, or an error behind it, says the database cannot be reached or the
+    connection to it was lost (a restart, a failover, a network cut): try again later, it is
+    not a bug."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+            return True
+        if isinstance(exc, ConnectionError) or (
+            isinstance(exc, OSError) and exc.errno in _NETWORK_ERRNOS
+        ):
+            return True
+        sqlstate = getattr(exc, "sqlstate", None)  # asyncpg's server errors
+        if isinstance(sqlstate, str) and (
+            sqlstate.startswith("08")  # connection_exception, incl. "connection was closed"
+            or sqlstate in _SERVER_GOING_AWAY
+            or (sqlstate == "55000" and "not currently accepting connections" in str(exc))
+        ):
+            return True
+        if type(exc).__name__ == "InternalClientError" and type(exc).__module__.startswith(
+            "asyncpg"
+        ):
+            # The server's "terminating connection" arrived on an idle connection and asyncpg's
+            # protocol is stuck waiting for a reply that will never come: the socket is dying.
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _flag_lost_connection(context: ExceptionContext) -> None:
+    """Let the pool drop connections asyncpg has lost but not yet noticed (SQLAlchemy only asks
+    ``is_closed()``), so the pre-ping reconnects instead of failing the checkout, and so the
+    error reaching the caller says ``connection_invalidated``."""
+    if not context.is_disconnect and is_disconnect(context.original_exception):
+        context.is_disconnect = True
 
 
 @dataclass(frozen=True)
@@ -110,6 +159,12 @@ class Database:
         self._sessions = async_sessionmaker(
             engine, expire_on_commit=False, autoflush=True, sync_session_class=TurbocatSession
         )
+        self._readers = async_sessionmaker(
+            engine.execution_options(turbocat_readonly=True),
+            expire_on_commit=False,
+            autoflush=True,
+            sync_session_class=TurbocatSession,
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings, *, app_role: bool = True) -> Database:
@@ -118,10 +173,13 @@ class Database:
 
     @asynccontextmanager
     async def transaction(
-        self, context: TenantContext | None = None
+        self, context: TenantContext | None = None, *, readonly: bool = False
     ) -> AsyncIterator[AsyncSession]:
-        """One use case, one transaction: commits on success, rolls back on any error."""
-        async with self._sessions() as session, session.begin():
+        """One use case, one transaction: commits on success, rolls back on any error.
+        ``readonly`` transactions that only read do not take SQLite's write lock up front, so
+        they never wait behind (or hold up) a writer."""
+        sessions = self._readers if readonly else self._sessions
+        async with sessions() as session, session.begin():
             if context is not None and self.dialect == "postgresql":
                 await dialects.postgres.set_tenant(session, context)
             yield session

@@ -25,6 +25,7 @@ RESOURCES = (
     "prompts",
     "integrations",
     "templates",
+    "task_queues",
     "schedules",
     "webhooks",
     "deployments",

@@ -169,9 +169,13 @@ def _build() -> tuple[BuiltinComponent, ...]:
             ComponentKind.WAIT,
             WaitStep,
             "Wait",
-            "Pause for a duration, until an instant, or for a signal (human approval).",
-            {"description": "the signal payload, or null after a timed wait"},
-            ("timer", "signal", "human-approval"),
+            "Pause for a duration, until an instant, for a signal (human approval), or for "
+            "items of a work queue.",
+            {
+                "description": "the signal payload, the list of work queue items taken, or "
+                "what a timed wait waited"
+            },
+            ("timer", "signal", "human-approval", "work-queue"),
         ),
     )
 

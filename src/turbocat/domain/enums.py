@@ -211,6 +211,13 @@ class WorkQueueOrder(StrEnum):
     PRIORITY = "priority"
 
 
+class WorkItemStatus(StrEnum):
+    """An item of a work queue: ``pending`` until a wait step takes it."""
+
+    PENDING = "pending"
+    TAKEN = "taken"
+
+
 class ParentClosePolicy(StrEnum):
     TERMINATE = "terminate"
     ABANDON = "abandon"

@@ -65,6 +65,14 @@ def execution_result(outcomes: Iterable[StepStatus], *, cancelled: bool = False)
     return ExecutionResult.PARTIAL if completed else ExecutionResult.FAILURE
 
 
+def result_of(*, failed: bool, completed: bool) -> ExecutionResult:
+    """The result of a finished execution from whether any step failed for good and any
+    completed (nested steps included)."""
+    if not failed:
+        return ExecutionResult.SUCCESS
+    return ExecutionResult.PARTIAL if completed else ExecutionResult.FAILURE
+
+
 @dataclass(frozen=True)
 class Retry:
     """A step's retry policy as the engine applies it."""

@@ -1,29 +1,39 @@
-"""A workflow version as the engine runs it: validated definition, graph nodes, step specs.
+"""A workflow version as the engine runs it: validated definition, step specs, and its graphs.
 
-Plans are cached per version row and its ``updated_at``: a version that has run never changes,
-and an edit before its first run changes ``updated_at``.
+A plan knows every step, nested ones included (keys are unique across a definition), and for
+each *owner* (None for the top level, else a loop or parallel step) the graph of steps that
+run together in one frame of it. Plans are cached per version row and its ``updated_at``: a
+version that has run never changes, and an edit before its first run changes ``updated_at``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from turbocat.db.models import WorkflowRow, WorkflowStepRow
 from turbocat.domain import definitions, progress
 from turbocat.domain.definitions import (
     AgentStep,
     AnyStep,
-    ConditionStep,
+    LoopStep,
+    ParallelStep,
+    SubGraph,
     WaitStep,
     WorkflowDefinition,
+    WorkQueueDef,
 )
+from turbocat.domain.definitions.graph import walk_graphs
 from turbocat.domain.enums import OnError
-from turbocat.domain.errors import ValidationFailed
 
-SUPPORTED = (AgentStep, ConditionStep, WaitStep)
-"""Step types this engine version runs; loops and parallel branches arrive next."""
+CONTAINERS = (LoopStep, ParallelStep)
+"""Steps that run a body of other steps rather than work of their own."""
 
 _UNBOUNDED = definitions.DefinitionLimits(
     max_steps=1_000_000, max_nesting=1_000, max_bytes=1 << 40, max_expression_length=1 << 20
@@ -31,42 +41,98 @@ _UNBOUNDED = definitions.DefinitionLimits(
 
 
 @dataclass(frozen=True)
+class Body:
+    """One body of a container: a loop's body, or one branch of a parallel step."""
+
+    label: str | None
+    keys: tuple[str, ...]
+    graph: SubGraph | None
+    """The sub-graph (None when the body is a single step)."""
+
+
+@dataclass(frozen=True)
 class Plan:
     workflow_id: uuid.UUID
     definition: WorkflowDefinition
     steps: dict[str, AnyStep]
-    nodes: dict[str, progress.Node]
+    """Every step by key, nested ones included."""
+    nodes: dict[str | None, dict[str, progress.Node]]
+    """The graph of each owner: None (top level) or a container's key."""
+    owner: dict[str, str | None]
+    bodies: dict[str, tuple[Body, ...]]
+    """The bodies of each container step."""
     task_queue: str
+    has_signal_waits: bool = False
+    """Some wait step waits for a signal or for items of a work queue (which signals feed)."""
+    agent_ids: dict[str, uuid.UUID] = field(default_factory=dict)
+    work_queues: dict[str, WorkQueueDef] = field(default_factory=dict)
+    """The declared work queues by name."""
 
     def queue_of(self, key: str) -> str:
         return self.steps[key].task_queue or self.task_queue
 
+    def work_queue_fed_by(self, signal: str) -> WorkQueueDef | None:
+        """The work queue ``signal`` adds items to, if any (a signal feeds at most one)."""
+        return next((q for q in self.work_queues.values() if q.signal == signal), None)
+
+    def waits_on_queue(self, queue: str) -> list[str]:
+        """Keys of the wait steps that take items from work queue ``queue``."""
+        return [
+            key
+            for key, step in self.steps.items()
+            if isinstance(step, WaitStep) and step.queue is not None and step.queue.name == queue
+        ]
+
+    def is_container(self, key: str) -> bool:
+        return isinstance(self.steps[key], CONTAINERS)
+
+
+def _node(step: AnyStep) -> progress.Node:
+    return progress.Node(
+        key=step.key,
+        depends_on=tuple(step.depends_on),
+        when=step.when,
+        join_any=step.join.value == "any",
+        on_error=OnError(step.on_error.value),
+    )
+
 
 def build(workflow_id: uuid.UUID, document: dict[str, Any], task_queue: str) -> Plan:
     defn = definitions.validate_definition(document, limits=_UNBOUNDED)
-    unsupported = [s.key for s in defn.steps if not isinstance(s, SUPPORTED)]
-    if unsupported:
-        raise ValidationFailed.field(
-            ("definition", "steps"),
-            f"this engine runs agent, condition and wait steps; {', '.join(unsupported)} "
-            "use step types that are not supported yet",
-            "unsupported_step_type",
-        )
-    steps = {s.key: s for s in defn.steps}
-    nodes = {
-        s.key: progress.Node(
-            key=s.key,
-            depends_on=tuple(s.depends_on),
-            when=s.when,
-            join_any=s.join.value == "any",
-            on_error=OnError(s.on_error.value),
-        )
-        for s in defn.steps
-    }
-    return Plan(workflow_id, defn, steps, nodes, defn.task_queue or task_queue)
+    steps: dict[str, AnyStep] = {}
+    nodes: dict[str | None, dict[str, progress.Node]] = {}
+    owner: dict[str, str | None] = {}
+    bodies: dict[str, list[Body]] = {}
+    for graph in walk_graphs(defn):
+        frame = nodes.setdefault(graph.parent, {})
+        for step in graph.steps:
+            steps[step.key] = step
+            frame[step.key] = _node(step)
+            owner[step.key] = graph.parent
+        if graph.parent is not None:
+            keys = tuple(s.key for s in graph.steps)
+            bodies.setdefault(graph.parent, []).append(Body(graph.branch, keys, graph.sub_graph))
+    waits = any(
+        isinstance(s, WaitStep) and (s.signal is not None or s.queue is not None)
+        for s in steps.values()
+    )
+    return Plan(
+        workflow_id,
+        defn,
+        steps,
+        nodes,
+        owner,
+        {key: tuple(b) for key, b in bodies.items()},
+        defn.task_queue or task_queue,
+        has_signal_waits=waits,
+        work_queues={q.name: q for q in defn.work_queues},
+    )
 
 
 class PlanCache:
+    """Plans by workflow version. ``load`` also knows which saved agent each agent step runs
+    (for per-agent concurrency limits); ``get`` builds from the document alone."""
+
     def __init__(self, size: int = 256) -> None:
         self._plans: OrderedDict[tuple[uuid.UUID, str], Plan] = OrderedDict()
         self._size = size
@@ -83,4 +149,22 @@ class PlanCache:
                 self._plans.popitem(last=False)
         else:
             self._plans.move_to_end(key)
+        return plan
+
+    async def load(self, session: AsyncSession, workflow: WorkflowRow) -> Plan:
+        stamp = workflow.updated_at.isoformat()
+        plan = self.get(workflow.id, stamp, workflow.definition, workflow.task_queue)
+        if plan.agent_ids or not any(
+            isinstance(s, AgentStep) and s.agent for s in plan.steps.values()
+        ):
+            return plan
+        rows = await session.execute(
+            select(WorkflowStepRow.step_key, WorkflowStepRow.agent_id).where(
+                WorkflowStepRow.workflow_id == workflow.id, WorkflowStepRow.agent_id.is_not(None)
+            )
+        )
+        plan = dataclasses.replace(
+            plan, agent_ids={key: agent for key, agent in rows.all() if agent}
+        )
+        self._plans[(workflow.id, stamp)] = plan
         return plan

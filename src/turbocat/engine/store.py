@@ -12,16 +12,16 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from turbocat.db import signals
-from turbocat.db.models import ExecutionLogRow, ExecutionRow, StepRunRow, WorkflowRow
-from turbocat.domain import progress
-from turbocat.domain.definitions import WaitStep
+from turbocat.db.models import AgentRow, ExecutionLogRow, ExecutionRow, StepRunRow, WorkflowRow
+from turbocat.domain import progress, work_queues
+from turbocat.domain.definitions import AnyStep, WaitStep, WorkQueueDef
 from turbocat.domain.enums import (
     ExecutionResult,
     ExecutionStatus,
@@ -30,20 +30,17 @@ from turbocat.domain.enums import (
     StepStatus,
     StepType,
 )
-from turbocat.domain.errors import ValidationFailed
-from turbocat.domain.expressions import JSONValue, compile_template, render_value
+from turbocat.domain.expressions import JSONValue, render_value
 from turbocat.domain.redaction import redact
-from turbocat.domain.runs import Retry, execution_result
-from turbocat.engine.plan import Plan
+from turbocat.domain.runs import Retry, result_of
+from turbocat.engine import admission, frames, work_items
+from turbocat.engine.plan import Plan, PlanCache
+from turbocat.engine.queues import within_activity_limits
 from turbocat.engine.runner import StepFailure, StepOutcome
 
 S = StepStatus
 DEFAULT_RETRY_ON_ERROR_RETRY = Retry(count=3)
 """``on_error: retry`` without a retry policy retries three times."""
-
-
-def idempotency_key(execution_id: uuid.UUID, step_key: str, iteration: int) -> str:
-    return f"{execution_id}:{step_key}:{iteration}"
 
 
 def log(
@@ -54,7 +51,7 @@ def log(
         ExecutionLogRow(
             organization_id=execution.organization_id,
             execution_id=execution.id,
-            step_run_id=run.id if run else None,
+            step_run=run,
             level=level,
             message=message,
             metadata_=redact(metadata),
@@ -68,103 +65,128 @@ def log(
     )
 
 
-def create_runs(
+async def begin(
+    session: AsyncSession,
+    execution: ExecutionRow,
+    workflow: WorkflowRow,
+    plan: Plan,
+    now: dt.datetime,
+) -> None:
+    """Start an admitted execution: its clock starts and its first steps are made ready."""
+    timeout = plan.definition.timeout_seconds or workflow.execution_timeout_seconds
+    execution.status = ExecutionStatus.RUNNING
+    execution.started_at, execution.updated_at = now, now
+    execution.timeout_at = now + dt.timedelta(seconds=timeout) if timeout else None
+    log(session, execution, f"execution started ({execution.trigger_type.value})", now)
+    await create_runs(session, execution, plan, now)
+
+
+_PLANS = PlanCache()
+
+
+def _starter(session: AsyncSession, now: dt.datetime) -> admission.Begin:
+    async def start(queued: ExecutionRow, workflow: WorkflowRow) -> None:
+        plan = await _PLANS.load(session, workflow)
+        await begin(session, queued, workflow, plan, now)
+
+    return start
+
+
+async def _release(session: AsyncSession, execution: ExecutionRow, now: dt.datetime) -> None:
+    """An execution stopped running: pending executions of its workflow or queue may start."""
+    await admission.admit(session, execution, now, _starter(session, now))
+
+
+async def admit_pending(session: AsyncSession, now: dt.datetime) -> int:
+    """Start any pending executions that fit their limits (workers run this now and then)."""
+    return await admission.sweep(session, now, _starter(session, now))
+
+
+async def create_runs(
     session: AsyncSession, execution: ExecutionRow, plan: Plan, now: dt.datetime
-) -> dict[str, StepRunRow]:
-    """One pending row per step; steps without dependencies are made ready at once."""
-    roots = set(progress.roots(plan.nodes))
-    context = context_for(execution, plan, {})
-    runs: dict[str, StepRunRow] = {}
-    for key, step in plan.steps.items():
-        run = StepRunRow(
-            organization_id=execution.organization_id,
-            execution_id=execution.id,
-            step_key=key,
-            step_type=StepType(step.type),
-            iteration=0,
-            attempt=1,
-            status=S.PENDING,
-            queue=plan.queue_of(key),
-            idempotency_key=idempotency_key(execution.id, key, 0),
-            created_at=now,
-            updated_at=now,
-        )
-        if key in roots:
-            make_ready(run, plan, context, now)
-        session.add(run)
-        runs[key] = run
-    refresh_status(execution, runs, now)
-    return runs
+) -> None:
+    """The top-level frame: one pending run per step; steps without dependencies are made
+    ready (loops and parallel steps open their bodies) and their queues told."""
+    opening = frames.Opening()
+    keys = list(plan.nodes[None])
+    await frames.open_frame(session, execution, plan, keys, now, opening)
+    recorded = Recorded()
+    await _settle_opened(session, execution, plan, opening, now, recorded)
+    await _announce(session, recorded)
+    await refresh_status(session, execution, plan, now)
 
 
-def create_rerun_runs(
+async def create_rerun_runs(
     session: AsyncSession,
     execution: ExecutionRow,
     previous: dict[str, StepRunRow],
     plan: Plan,
     now: dt.datetime,
-) -> dict[str, StepRunRow]:
-    """Rows for a re-run: steps that completed before keep their outputs (they do not run
-    again); the rest start over from where the graph now stands."""
+) -> None:
+    """Runs for a re-run: top-level steps that completed before keep their outputs (they do
+    not run again); the rest start over from where the graph now stands. A loop or parallel
+    step that did not complete runs again as a whole."""
     runs: dict[str, StepRunRow] = {}
-    for key, step in plan.steps.items():
+    for key in plan.nodes[None]:
         old = previous.get(key)
-        reused = old is not None and old.status == S.COMPLETED
-        run = StepRunRow(
-            organization_id=execution.organization_id,
-            execution_id=execution.id,
-            step_key=key,
-            step_type=StepType(step.type),
-            iteration=0,
-            attempt=1,
-            status=S.COMPLETED if reused else S.PENDING,
-            input=old.input if reused and old else None,
-            output=old.output if reused and old else None,
-            queue=plan.queue_of(key),
-            idempotency_key=idempotency_key(execution.id, key, 0),
-            completed_at=now if reused else None,
-            duration_ms=0 if reused else None,
-            created_at=now,
-            updated_at=now,
-        )
+        run = frames.new_run(execution, plan, key, now)
         session.add(run)
-        runs[key] = run
-        if reused:
+        if old is not None and old.status == S.COMPLETED:
+            run.status, run.input, run.output = S.COMPLETED, old.input, old.output
+            run.completed_at, run.duration_ms = now, 0
             execution.steps_completed += 1
+        runs[key] = run
+    execution.steps_total += len(runs)
+    await session.flush()  # the runs exist before the log lines that point at them
+    for key, run in runs.items():
+        if run.status == S.COMPLETED:
             log(session, execution, f"step {key} reused from the previous execution", now, run=run)
-    decision = progress.advance(plan.nodes, states_of(runs))
-    context = context_for(execution, plan, runs)
-    for key in decision.ready:
-        make_ready(runs[key], plan, context, now)
+    decision = progress.advance(plan.nodes[None], states_of(runs))
+    opening = frames.Opening()
+
+    async def context() -> frames.Context:
+        return frames.context_for(execution, plan, runs)
+
     for key in decision.skipped:
         runs[key].status, runs[key].completed_at = S.SKIPPED, now
-    refresh_status(execution, runs, now)
-    return runs
+    await frames.make_ready(
+        session, execution, plan, [runs[k] for k in decision.ready], context, now, opening
+    )
+    recorded = Recorded()
+    await _settle_opened(session, execution, plan, opening, now, recorded)
+    await _announce(session, recorded)
+    if progress.finished(states_of(runs), plan.nodes[None]) and execution.status in LIVE:
+        await _finish(session, execution, plan, runs, now)
+    else:
+        await refresh_status(session, execution, plan, now)
 
 
 async def claim(
     session: AsyncSession, *, worker_id: str, queues: Sequence[str], limit: int,
-    now: dt.datetime, lease: dt.timedelta,
+    now: dt.datetime, lease: dt.timedelta, execution_id: uuid.UUID | None = None,
 ) -> list[StepRunRow]:  # fmt: skip
-    """Take up to ``limit`` ready rows of ``queues`` whose time has come, oldest first."""
+    """Take up to ``limit`` ready rows of ``queues`` whose time has come, oldest first (of
+    one execution only, when ``execution_id`` is given)."""
     if limit <= 0:
         return []
-    ids = (
-        (
-            await session.execute(
-                select(StepRunRow.id)
-                .where(
-                    StepRunRow.status == S.READY,
-                    StepRunRow.queue.in_(list(queues)),
-                    StepRunRow.scheduled_for <= now,
-                )
-                .order_by(StepRunRow.scheduled_for, StepRunRow.id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
+    only = () if execution_id is None else (StepRunRow.execution_id == execution_id,)
+    candidates = (
+        await session.execute(
+            select(StepRunRow.id, StepRunRow.agent_id, StepRunRow.organization_id, StepRunRow.queue)
+            .where(
+                StepRunRow.status == S.READY,
+                StepRunRow.queue.in_(list(queues)),
+                StepRunRow.scheduled_for <= now,
+                *only,
             )
+            .order_by(StepRunRow.scheduled_for, StepRunRow.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
         )
-        .scalars()
-        .all()
+    ).all()
+    fit = set(await _within_agent_limits(session, [(row[0], row[1]) for row in candidates]))
+    ids = await within_activity_limits(
+        session, [(row[0], row[2], row[3]) for row in candidates if row[0] in fit]
     )
     if not ids:
         return []
@@ -180,21 +202,48 @@ async def claim(
             updated_at=now,
         )
         .returning(StepRunRow),
-        execution_options={"synchronize_session": False},
+        # the rows may already be loaded in this transaction (chaining): refresh them
+        execution_options={"synchronize_session": False, "populate_existing": True},
     )
     return list(result.scalars().all())
 
 
-async def latest_runs(session: AsyncSession, execution_id: uuid.UUID) -> dict[str, StepRunRow]:
-    """The latest attempt of every step of an execution."""
-    rows = (
-        await session.execute(
-            select(StepRunRow)
-            .where(StepRunRow.execution_id == execution_id)
-            .order_by(StepRunRow.step_key, StepRunRow.attempt)
+async def _within_agent_limits(
+    session: AsyncSession, candidates: list[tuple[uuid.UUID, uuid.UUID | None]]
+) -> list[uuid.UUID]:
+    """The candidates whose saved agent is below its ``max_concurrent_executions``, counting
+    the runs of that agent already running anywhere. Locking the agents' rows serializes the
+    claims of one agent across workers, so two of them cannot both take its last slot."""
+    agents = sorted({agent for _, agent in candidates if agent is not None})
+    limits: dict[uuid.UUID, int] = {}
+    if agents:
+        rows = await session.execute(
+            select(AgentRow.id, AgentRow.max_concurrent_executions)
+            .where(AgentRow.id.in_(agents), AgentRow.max_concurrent_executions.is_not(None))
+            .order_by(AgentRow.id)
+            .with_for_update()
+            .execution_options(include_deleted=True)
         )
-    ).scalars()
-    return {row.step_key: row for row in rows}
+        limits = {agent: int(limit) for agent, limit in rows.all() if limit is not None}
+    if not limits:
+        return [run_id for run_id, _ in candidates]
+    running: dict[uuid.UUID | None, int] = dict(
+        (
+            await session.execute(
+                select(StepRunRow.agent_id, func.count())
+                .where(StepRunRow.status == S.RUNNING, StepRunRow.agent_id.in_(list(limits)))
+                .group_by(StepRunRow.agent_id)
+            )
+        ).all()
+    )
+    taken: list[uuid.UUID] = []
+    for run_id, agent in candidates:
+        if agent is not None and agent in limits:
+            if running.get(agent, 0) >= limits[agent]:
+                continue
+            running[agent] = running.get(agent, 0) + 1
+        taken.append(run_id)
+    return taken
 
 
 def _branch(run: StepRunRow) -> str | None:
@@ -209,30 +258,11 @@ def states_of(runs: dict[str, StepRunRow]) -> dict[str, progress.State]:
     return {key: progress.State(run.status, _branch(run)) for key, run in runs.items()}
 
 
-def context_for(
-    execution: ExecutionRow, plan: Plan, runs: dict[str, StepRunRow]
-) -> dict[str, JSONValue]:
-    """What expressions of a step see: input, finished steps, vars, the execution."""
-    steps: dict[str, JSONValue] = {
-        key: {"output": run.output, "status": run.status.value, "error": run.error}
-        for key, run in runs.items()
-        if run.status in (S.COMPLETED, S.FAILED)
-    }
-    return {
-        "input": execution.input_data,
-        "steps": steps,
-        "vars": plan.definition.vars,
-        "execution": {
-            "id": str(execution.id),
-            "workflow_id": str(execution.workflow_id),
-            "started_at": execution.started_at.isoformat() if execution.started_at else None,
-            "trigger_type": execution.trigger_type.value,
-        },
-    }
-
-
 def _retry_policy(plan: Plan, key: str) -> Retry | None:
+    """The step's policy; loop and parallel steps are not retried (their body steps are)."""
     step = plan.steps[key]
+    if plan.is_container(key):
+        return None
     if step.retry is not None and step.retry.count > 0:
         r = step.retry
         return Retry(
@@ -250,6 +280,21 @@ class Recorded:
     lost_lease: bool = False
     made_ready: int = 0
     finished: bool = False
+    queues: set[str] = field(default_factory=set)
+    """Queues with new ready steps; announced when the caller is done."""
+    chained: list[StepRunRow] = field(default_factory=list)
+    """Ready steps of this execution that the recording worker claimed in the same
+    transaction (it runs them next, without another claim or wake-up)."""
+
+
+@dataclass(frozen=True)
+class Chain:
+    """How a worker takes successors of the step it records: its id, queues, free slots."""
+
+    worker_id: str
+    queues: Sequence[str]
+    limit: int
+    lease: dt.timedelta
 
 
 async def record_outcome(
@@ -261,30 +306,71 @@ async def record_outcome(
     plan: Plan,
     now: dt.datetime,
     rand: float,
+    chain: Chain | None = None,
+    claimed: tuple[uuid.UUID, dt.datetime | None] | None = None,
 ) -> Recorded:
     """Commit a step's result and everything that follows from it, or nothing if the lease
-    was lost (the row was given to another worker or the execution ended)."""
-    run = await _settle(
+    was lost (the row was given to another worker or the execution ended). With ``chain``,
+    the worker also claims the steps this made ready, up to its free slots."""
+    settled = await _settle(
         session,
         StepRunRow.lease_epoch == epoch,
         StepRunRow.status == S.RUNNING,
         run_id=run_id,
         outcome=outcome,
         now=now,
+        known=claimed,
     )
-    if run is None:
+    if settled is None:
         return Recorded(lost_lease=True)
-    return await after_step(session, run, outcome, plan, now, rand)
+    recorded = Recorded()
+    execution = settled[0]
+    await _after(session, *settled, outcome.failure, plan, now, rand, recorded)
+    if chain is not None and chain.limit > 0 and recorded.made_ready:
+        recorded.chained = await claim(
+            session, worker_id=chain.worker_id, queues=chain.queues, limit=chain.limit,
+            now=now, lease=chain.lease, execution_id=execution.id,
+        )  # fmt: skip
+    await _announce(session, recorded)
+    return recorded
+
+
+async def _announce(session: AsyncSession, recorded: Recorded) -> None:
+    """Wake workers for the new ready steps nobody has claimed yet."""
+    if recorded.chained and len(recorded.chained) >= recorded.made_ready:
+        return
+    for queue in sorted(recorded.queues):
+        await signals.announce(session, signals.READY, queue)
 
 
 async def _settle(
-    session: AsyncSession, *fence: Any, run_id: uuid.UUID, outcome: StepOutcome, now: dt.datetime
-) -> StepRunRow | None:
-    """Write a step run's final state if ``fence`` still holds; None when it does not."""
+    session: AsyncSession,
+    *fence: Any,
+    run_id: uuid.UUID,
+    outcome: StepOutcome,
+    now: dt.datetime,
+    known: tuple[uuid.UUID, dt.datetime | None] | None = None,
+) -> tuple[ExecutionRow, StepRunRow] | None:
+    """Write a step run's final state if ``fence`` still holds; None when it does not.
+    ``known`` is the run's (execution id, started_at) when the caller has them.
+
+    The execution row is locked first, then the step run: every transaction that moves an
+    execution forward takes its locks in that order, so two of them cannot deadlock."""
     failure = outcome.failure
-    started = (
-        await session.execute(select(StepRunRow.started_at).where(StepRunRow.id == run_id))
-    ).scalar()
+    found = (
+        known
+        or (
+            await session.execute(
+                select(StepRunRow.execution_id, StepRunRow.started_at).where(
+                    StepRunRow.id == run_id
+                )
+            )
+        ).one_or_none()
+    )
+    if found is None:
+        return None
+    execution_id, started = found
+    execution = await _locked(session, execution_id)
     duration = int((now - started).total_seconds() * 1000) if started else None
     fenced = await session.execute(
         update(StepRunRow)
@@ -301,31 +387,36 @@ async def _settle(
             updated_at=now,
         )
         .returning(StepRunRow),
-        execution_options={"synchronize_session": False},
+        execution_options={"synchronize_session": False, "populate_existing": True},
     )
-    return fenced.scalars().one_or_none()
+    run = fenced.scalars().one_or_none()
+    return None if run is None else (execution, run)
 
 
-async def after_step(
+async def _locked(session: AsyncSession, execution_id: uuid.UUID) -> ExecutionRow:
+    return (
+        await session.execute(
+            select(ExecutionRow)
+            .where(ExecutionRow.id == execution_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).scalar_one()
+
+
+async def _after(
     session: AsyncSession,
+    execution: ExecutionRow,
     run: StepRunRow,
-    outcome: StepOutcome,
+    failure: StepFailure | None,
     plan: Plan,
     now: dt.datetime,
     rand: float,
-) -> Recorded:
-    """Everything that follows a step's result: retry, graph advance, execution end."""
-    failure = outcome.failure
-    execution = (
-        await session.execute(
-            select(ExecutionRow).where(ExecutionRow.id == run.execution_id).with_for_update()
-        )
-    ).scalar_one()
-    recorded = Recorded()
-    fatal = False
+    recorded: Recorded,
+) -> None:
     if failure is None:
         execution.steps_completed += 1
-        log(session, execution, f"step {run.step_key} completed", now, run=run)
+        log(session, execution, f"step {_name(run)} completed", now, run=run)
     else:
         delay = _retry_delay(plan, run, failure, rand)
         if delay is not None:
@@ -333,50 +424,180 @@ async def after_step(
             log(
                 session,
                 execution,
-                f"step {run.step_key} failed, retry in {delay} ms: {failure.message}",
+                f"step {_name(run)} failed, retry in {delay} ms: {failure.message}",
                 now,
                 level=LogLevel.WARN,
                 run=run,
                 attempt=run.attempt,
                 error=failure.as_json(),
             )
-            return Recorded(made_ready=1)
+            recorded.made_ready += 1
+            recorded.queues.add(run.queue)
+            return
         execution.steps_failed += 1
-        log(session, execution, f"step {run.step_key} failed: {failure.message}", now,
+        log(session, execution, f"step {_name(run)} failed: {failure.message}", now,
             level=LogLevel.ERROR, run=run, error=failure.as_json())  # fmt: skip
-        fatal = plan.steps[run.step_key].on_error.value != OnError.CONTINUE.value
-    runs = await latest_runs(session, execution.id)
-    if fatal:
-        await _end_others(session, execution.id, now)
-        await _finish(session, execution, plan, runs, now, failed_step=run, failure=failure)
-        recorded.finished = True
-        return recorded
-    decision = progress.advance(plan.nodes, states_of(runs))
-    context = context_for(execution, plan, runs) if decision.ready else {}
-    for key in decision.ready:
-        make_ready(runs[key], plan, context, now)
+    if execution.status not in LIVE:
+        return
+    if failure is not None and plan.steps[run.step_key].on_error.value != OnError.CONTINUE.value:
+        await _fail_frame(session, execution, run, failure, plan, now, rand, recorded)
+        return
+    frame = await frames.frame_runs(session, execution.id, run.scope)
+    nodes = plan.nodes[plan.owner[run.step_key]]
+    decision = progress.advance(nodes, states_of(frame))
     for key in decision.skipped:
-        runs[key].status, runs[key].completed_at, runs[key].updated_at = S.SKIPPED, now, now
-    recorded.made_ready = len(decision.ready)
-    for queue in sorted({runs[key].queue for key in decision.ready}):
-        await signals.announce(session, signals.READY, queue)
-    if progress.finished(states_of(runs), plan.nodes):
-        await _finish(session, execution, plan, runs, now)
+        frame[key].status, frame[key].completed_at, frame[key].updated_at = S.SKIPPED, now, now
+
+    async def context() -> frames.Context:
+        return await frames.context_at(session, execution, plan, run.scope)
+
+    opening = frames.Opening()
+    ready = [frame[key] for key in decision.ready]
+    await frames.make_ready(session, execution, plan, ready, context, now, opening)
+    if await _settle_opened(session, execution, plan, opening, now, recorded):
+        return
+    if not progress.finished(states_of(frame), nodes):
+        await refresh_status(session, execution, plan, now)
+        return
+    if run.parent_id is None:
+        await _finish(session, execution, plan, frame, now)
         recorded.finished = True
-    else:
-        refresh_status(execution, runs, now)
-    return recorded
+        return
+    container = await session.get(StepRunRow, run.parent_id)
+    if container is None or container.status != S.RUNNING:
+        return
+    opening = frames.Opening()
+    output = await frames.close_frame(session, execution, plan, container, frame, now, opening)
+    if await _settle_opened(session, execution, plan, opening, now, recorded):
+        return
+    if output is None:  # a loop with iterations still to finish
+        await refresh_status(session, execution, plan, now)
+        return
+    _end_container(container, now, output=output)
+    await _after(session, execution, container, None, plan, now, rand, recorded)
 
 
-def refresh_status(execution: ExecutionRow, runs: dict[str, StepRunRow], now: dt.datetime) -> None:
-    """``waiting`` while a step waits for a signal and none is ready or running (steps still
-    pending behind the wait do not count), else ``running``."""
-    statuses = {r.status for r in runs.values()}
+def _name(run: StepRunRow) -> str:
+    """A step as logs name it: its key, and where it runs inside loops and parallel steps."""
+    return f"{run.step_key} ({run.scope.lstrip('/')})" if run.scope else run.step_key
+
+
+def _end_container(
+    container: StepRunRow,
+    now: dt.datetime,
+    *,
+    output: JSONValue = None,
+    failure: StepFailure | None = None,
+) -> None:
+    container.status = S.FAILED if failure else S.COMPLETED
+    container.output = None if failure else output
+    container.error = redact(failure.as_json()) if failure else None
+    container.completed_at, container.updated_at = now, now
+    if container.started_at is not None:
+        container.duration_ms = max(0, int((now - container.started_at).total_seconds() * 1000))
+
+
+async def _settle_opened(
+    session: AsyncSession,
+    execution: ExecutionRow,
+    plan: Plan,
+    opening: frames.Opening,
+    now: dt.datetime,
+    recorded: Recorded,
+) -> bool:
+    """Tell the queues about new ready steps, and carry on from loop or parallel steps that
+    ended as soon as they opened. True when there were such steps (they moved the graph)."""
+    recorded.queues |= opening.queues
+    recorded.made_ready += opening.ready
+    for container, failure in opening.ended:
+        _end_container(container, now, output=container.output, failure=failure)
+    for container, failure in opening.ended:
+        await _after(session, execution, container, failure, plan, now, 0.5, recorded)
+    return bool(opening.ended)
+
+
+async def _fail_frame(
+    session: AsyncSession,
+    execution: ExecutionRow,
+    run: StepRunRow,
+    failure: StepFailure,
+    plan: Plan,
+    now: dt.datetime,
+    rand: float,
+    recorded: Recorded,
+) -> None:
+    """A step failed for good with on_error fail (or retry, retries spent). At the top level
+    the execution fails; inside a loop iteration or parallel branch the loop or parallel step
+    fails (its other frames stop), and its own on_error decides what follows."""
+    if run.parent_id is None:
+        await _end_others(session, execution.id, now)
+        frame = await frames.frame_runs(session, execution.id, "")
+        await _finish(session, execution, plan, frame, now, failed_step=run, failure=failure)
+        recorded.finished = True
+        return
+    container = await session.get(StepRunRow, run.parent_id)
+    if container is None or container.status != S.RUNNING:
+        return
+    await frames.end_subtree(session, container, now)
+    where = f"item {run.iteration}" if plan.steps[container.step_key].type == "loop" else ""
+    if not where:
+        where = next(
+            (
+                f"branch {b.label}"
+                for b in plan.bodies[container.step_key]
+                if run.step_key in b.keys
+            ),
+            "a branch",
+        )
+    body_failure = StepFailure(
+        "body_failed",
+        f"{where}: step {run.step_key} failed: {failure.message}",
+        False,
+        failure.stack,
+    )
+    _end_container(container, now, failure=body_failure)
+    await _after(session, execution, container, body_failure, plan, now, rand, recorded)
+
+
+async def refresh_status(
+    session: AsyncSession, execution: ExecutionRow, plan: Plan, now: dt.datetime
+) -> None:
+    """``waiting`` while a step waits for a signal and no step is ready or running (steps
+    pending behind the wait do not count; loop and parallel steps are not work), else
+    ``running``."""
+    if not plan.has_signal_waits or execution.status not in LIVE:
+        return
+    statuses = set(
+        (
+            await session.execute(
+                select(StepRunRow.status)
+                .where(
+                    StepRunRow.execution_id == execution.id,
+                    StepRunRow.step_type.not_in([StepType.LOOP, StepType.PARALLEL]),
+                    StepRunRow.status.in_([S.READY, S.RUNNING, S.WAITING]),
+                )
+                .distinct()
+            )
+        ).scalars()
+    )
     waiting = S.WAITING in statuses and not statuses & {S.READY, S.RUNNING}
     status = ExecutionStatus.WAITING if waiting else ExecutionStatus.RUNNING
     if execution.status != status:
         execution.status = status
         execution.updated_at = now
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What a signal did."""
+
+    delivered: int = 0
+    """Steps that received it: signal waits (the payload is their output) and the queue wait
+    that took it as a work item."""
+    queued: bool = False
+    """It was added to the work queue it feeds."""
+    duplicate: bool = False
+    """It was dropped: its deduplicating work queue holds an equal pending item."""
 
 
 async def deliver_signal(
@@ -386,15 +607,35 @@ async def deliver_signal(
     name: str,
     payload: JSONValue,
     now: dt.datetime,
-) -> int:
-    """Complete the steps waiting for signal ``name`` with ``payload`` as their output."""
+    *,
+    item: work_queues.NewItem | None = None,
+) -> Delivery:
+    """Complete the steps waiting for signal ``name`` with ``payload`` as their output. When
+    ``name`` feeds a work queue, the payload is first added to it as ``item`` (checked by the
+    caller; None: checked here), and the oldest step waiting on the queue takes it at once."""
+    queued = duplicate = False
+    delivered = 0
+    queue = plan.work_queue_fed_by(name)
+    if queue is not None:
+        new = item or work_queues.new_item(queue, payload, ("payload",))
+        execution = await _locked(session, execution.id)
+        if new.dedupe_key is not None and await work_items.is_duplicate(
+            session, execution.id, queue.name, new.dedupe_key
+        ):
+            duplicate = True
+        else:
+            pending = await work_items.pending_count(session, execution.id, queue.name)
+            work_queues.check_room(queue, pending)
+            await work_items.add(session, execution, queue, new, now)
+            queued = True
+            delivered += await _hand_out(session, execution, plan, queue, now)
     waiting = [
         key
         for key, step in plan.steps.items()
         if isinstance(step, WaitStep) and step.signal is not None and step.signal.name == name
     ]
     if not waiting:
-        return 0
+        return Delivery(delivered, queued, duplicate)
     rows = (
         (
             await session.execute(
@@ -408,16 +649,64 @@ async def deliver_signal(
         .scalars()
         .all()
     )
-    delivered = 0
     for run_id in rows:
         outcome = StepOutcome(output=payload)
-        run = await _settle(
+        settled = await _settle(
             session, StepRunRow.status == S.WAITING, run_id=run_id, outcome=outcome, now=now
         )
-        if run is not None:
-            await after_step(session, run, outcome, plan, now, 0.5)
+        if settled is not None:
+            recorded = Recorded()
+            await _after(session, *settled, None, plan, now, 0.5, recorded)
+            await _announce(session, recorded)
             delivered += 1
-    return delivered
+    return Delivery(delivered, queued, duplicate)
+
+
+async def _hand_out(
+    session: AsyncSession,
+    execution: ExecutionRow,
+    plan: Plan,
+    queue: WorkQueueDef,
+    now: dt.datetime,
+) -> int:
+    """The step that has waited longest on ``queue`` takes what is there, in queue order (the
+    item just added, unless a wait was left due, see ``frames.TAKE_AT_ONCE``), and completes;
+    1 if there was one."""
+    keys = plan.waits_on_queue(queue.name)
+    if not keys:
+        return 0
+    oldest = (
+        await session.execute(
+            select(StepRunRow.id, StepRunRow.step_key)
+            .where(
+                StepRunRow.execution_id == execution.id,
+                StepRunRow.step_key.in_(keys),
+                StepRunRow.status == S.WAITING,
+            )
+            .order_by(StepRunRow.started_at, StepRunRow.id)
+            .limit(1)
+        )
+    ).first()
+    if oldest is None:
+        return 0
+    step = plan.steps[oldest.step_key]
+    assert isinstance(step, WaitStep)
+    assert step.queue is not None
+    items = await work_items.take(
+        session, execution.id, queue, step.queue.max_items, oldest.id, now
+    )
+    settled = await _settle(
+        session,
+        StepRunRow.status == S.WAITING,
+        run_id=oldest.id,
+        outcome=StepOutcome(output=items),
+        now=now,
+    )
+    assert settled is not None  # the execution's lock keeps the wait as it was
+    recorded = Recorded()
+    await _after(session, *settled, None, plan, now, 0.5, recorded)
+    await _announce(session, recorded)
+    return 1
 
 
 async def due_signal_waits(
@@ -436,49 +725,72 @@ async def due_signal_waits(
 async def expire_signal_wait(
     session: AsyncSession, run: StepRunRow, plan: Plan, now: dt.datetime
 ) -> bool:
-    """The signal did not come in time: the step fails (its on_error decides what follows)."""
+    """The signal (or work queue item) did not come in time: the step fails (its on_error
+    decides what follows). A due wait on a work queue first takes what is there."""
     step = plan.steps[run.step_key]
-    name = step.signal.name if isinstance(step, WaitStep) and step.signal else "?"
-    outcome = StepOutcome(
-        failure=StepFailure("signal_timeout", f"signal {name!r} did not arrive in time", False)
-    )
+    if isinstance(step, WaitStep) and step.queue is not None:
+        return await _serve_queue_wait(session, run.id, step, plan, now)
+    outcome = StepOutcome(failure=_wait_timeout(step))
     settled = await _settle(
         session, StepRunRow.status == S.WAITING, run_id=run.id, outcome=outcome, now=now
     )
     if settled is None:
         return False
-    await after_step(session, settled, outcome, plan, now, 0.5)
+    recorded = Recorded()
+    await _after(session, *settled, outcome.failure, plan, now, 0.5, recorded)
+    await _announce(session, recorded)
     return True
 
 
-def make_ready(
-    run: StepRunRow, plan: Plan, context: dict[str, JSONValue], now: dt.datetime
-) -> None:
-    """A step's dependencies are satisfied: it becomes ready now, ready at a later instant
-    (a timed wait), or waiting for a signal (until its timeout, if any)."""
-    step = plan.steps[run.step_key]
-    run.updated_at = now
-    if not isinstance(step, WaitStep):
-        run.status, run.scheduled_for = S.READY, now
-        return
-    if step.signal is not None:
-        run.status = S.WAITING
-        timeout = step.signal.timeout_ms
-        run.scheduled_for = now + dt.timedelta(milliseconds=timeout) if timeout else None
-        return
-    run.status, run.scheduled_for = S.READY, wait_until(step, context, now)
+async def _serve_queue_wait(
+    session: AsyncSession, run_id: uuid.UUID, step: WaitStep, plan: Plan, now: dt.datetime
+) -> bool:
+    """A due wait on a work queue: it completes with the items pending (a wait left due when
+    its transaction had completed enough of them, see ``frames.TAKE_AT_ONCE``), else fails
+    once its timeout has passed, else waits on until then. True when it ended."""
+    assert step.queue is not None
+    execution_id = (
+        await session.execute(select(StepRunRow.execution_id).where(StepRunRow.id == run_id))
+    ).scalar_one_or_none()
+    if execution_id is None:
+        return False
+    execution = await _locked(session, execution_id)  # then the wait cannot change under us
+    found = (
+        await session.execute(
+            select(StepRunRow.status, StepRunRow.started_at).where(StepRunRow.id == run_id)
+        )
+    ).one()
+    if found.status != S.WAITING or found.started_at is None:
+        return False
+    queue = plan.work_queues[step.queue.name]
+    items = await work_items.take(session, execution.id, queue, step.queue.max_items, run_id, now)
+    timeout = step.queue.timeout_ms
+    deadline = found.started_at + dt.timedelta(milliseconds=timeout) if timeout else None
+    if not items and (deadline is None or deadline > now):
+        await session.execute(
+            update(StepRunRow)
+            .where(StepRunRow.id == run_id, StepRunRow.status == S.WAITING)
+            .values(scheduled_for=deadline, updated_at=now),
+            execution_options={"synchronize_session": False},
+        )
+        return False
+    outcome = StepOutcome(output=items) if items else StepOutcome(failure=_wait_timeout(step))
+    settled = await _settle(
+        session, StepRunRow.status == S.WAITING, run_id=run_id, outcome=outcome, now=now
+    )
+    assert settled is not None  # still waiting: checked under the execution's lock
+    recorded = Recorded()
+    await _after(session, *settled, outcome.failure, plan, now, 0.5, recorded)
+    await _announce(session, recorded)
+    return True
 
 
-def wait_until(step: WaitStep, context: dict[str, JSONValue], now: dt.datetime) -> dt.datetime:
-    """When a timed wait is over (now when its ``until`` cannot be read: the run reports why)."""
-    if step.duration_ms is not None:
-        return now + dt.timedelta(milliseconds=step.duration_ms)
-    try:
-        value = compile_template(step.until or "").render(context)
-        instant = dt.datetime.fromisoformat(str(value))
-    except (ValueError, ValidationFailed):
-        return now
-    return instant if instant.tzinfo is not None else now
+def _wait_timeout(step: AnyStep) -> StepFailure:
+    if isinstance(step, WaitStep) and step.queue is not None:
+        message = f"no item of work queue {step.queue.name!r} arrived in time"
+        return StepFailure("queue_timeout", message, False)
+    name = step.signal.name if isinstance(step, WaitStep) and step.signal else "?"
+    return StepFailure("signal_timeout", f"signal {name!r} did not arrive in time", False)
 
 
 def _retry_delay(plan: Plan, run: StepRunRow, failure: StepFailure, rand: float) -> int | None:
@@ -489,23 +801,25 @@ def _retry_delay(plan: Plan, run: StepRunRow, failure: StepFailure, rand: float)
 
 
 def _schedule_retry(session: AsyncSession, run: StepRunRow, at: dt.datetime) -> None:
-    session.add(
-        StepRunRow(
-            organization_id=run.organization_id,
-            execution_id=run.execution_id,
-            step_key=run.step_key,
-            step_type=run.step_type,
-            iteration=run.iteration,
-            attempt=run.attempt + 1,
-            status=S.READY,
-            agent_id=run.agent_id,
-            queue=run.queue,
-            idempotency_key=run.idempotency_key,
-            scheduled_for=at,
-            created_at=at,
-            updated_at=at,
-        )
+    retry = StepRunRow(
+        organization_id=run.organization_id,
+        execution_id=run.execution_id,
+        step_key=run.step_key,
+        scope=run.scope,
+        parent_id=run.parent_id,
+        step_type=run.step_type,
+        iteration=run.iteration,
+        attempt=run.attempt + 1,
+        status=S.READY,
+        agent_id=run.agent_id,
+        queue=run.queue,
+        idempotency_key=run.idempotency_key,
+        scheduled_for=at,
+        created_at=at,
+        updated_at=at,
     )
+    session.add(retry)
+    frames.remember(session, retry)
 
 
 async def _end_others(
@@ -544,7 +858,6 @@ async def _finish(
     failed_step: StepRunRow | None = None,
     failure: StepFailure | None = None,
 ) -> None:
-    outcomes = [r.status for r in runs.values()]
     if failed_step is not None and failure is not None:
         status = ExecutionStatus.FAILED
         execution.error_message = f"step {failed_step.step_key} failed: {failure.message}"
@@ -552,7 +865,7 @@ async def _finish(
     else:
         status = ExecutionStatus.COMPLETED
         try:
-            context = context_for(execution, plan, runs)
+            context = frames.context_for(execution, plan, runs)
             execution.output_data = {
                 name: render_value(template, context)
                 for name, template in plan.definition.outputs.items()
@@ -561,7 +874,10 @@ async def _finish(
             status = ExecutionStatus.FAILED
             execution.error_message = f"outputs could not be computed: {exc}"
     execution.status = status
-    execution.result = execution_result(outcomes)
+    execution.result = result_of(
+        failed=execution.steps_failed > 0 or status == ExecutionStatus.FAILED,
+        completed=execution.steps_completed > 0,
+    )
     execution.completed_at = now
     started = execution.started_at or execution.created_at
     execution.duration_ms = max(0, int((now - started).total_seconds() * 1000))
@@ -569,6 +885,7 @@ async def _finish(
     log(session, execution, f"execution {status.value} ({execution.result.value})", now,
         level=LogLevel.INFO if status == ExecutionStatus.COMPLETED else LogLevel.ERROR)  # fmt: skip
     await _count(session, execution, now)
+    await _release(session, execution, now)
 
 
 async def _count(session: AsyncSession, execution: ExecutionRow, now: dt.datetime) -> None:
@@ -623,6 +940,7 @@ async def cancel(
     execution.error_message = f"cancelled by {by}"
     _close(session, execution, now)
     await _count(session, execution, now)
+    await _release(session, execution, now)
     return True
 
 
@@ -650,6 +968,7 @@ async def expire_timeouts(session: AsyncSession, now: dt.datetime, limit: int = 
         execution.error_message = "the execution exceeded its time limit"
         _close(session, execution, now)
         await _count(session, execution, now)
+        await _release(session, execution, now)
         expired += 1
     return expired
 

@@ -17,15 +17,15 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select, update
 
 import turbocat
 from turbocat.db import signals
-from turbocat.db.engine import Database, TenantContext
+from turbocat.db.engine import Database, TenantContext, is_disconnect
 from turbocat.db.models import (
     AgentRow,
     ExecutionRow,
@@ -36,12 +36,17 @@ from turbocat.db.models import (
 )
 from turbocat.domain.definitions import AgentStep
 from turbocat.domain.enums import StepStatus, WorkerStatus
-from turbocat.engine import store
+from turbocat.engine import frames, store
 from turbocat.engine.plan import Plan, PlanCache
 from turbocat.engine.runner import SavedAgent, StepFailure, StepOutcome, run_step
 
 log = logging.getLogger("turbocat.worker")
+SIGNAL_CHECK_SECONDS = 0.25
+"""How often an idle worker looks for signal waits whose timeout passed."""
+Loaded = tuple[Plan, Any, dict[str, Any], SavedAgent | None]
+"""A claimed step ready to run: plan, step, expression context, saved agent."""
 SYSTEM = TenantContext(system=True)
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -91,6 +96,7 @@ class Worker:
         self._last_maintenance = dt.datetime.min.replace(tzinfo=dt.UTC)
         self._cancel_pending = False
         self._last_cancel_check = 0.0
+        self._last_signal_check = 0.0
         self._listener = signals.Listener(db, [signals.READY, signals.CANCEL], self._on_signal)
 
     def _on_signal(self, channel: str, payload: str) -> None:
@@ -105,7 +111,7 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set, then let running steps finish."""
-        await self._register()
+        await self._while_unreachable(self._register)  # a worker may start as the database restarts
         self._listener.start()
         try:
             while not stop.is_set():
@@ -164,8 +170,10 @@ class Worker:
         """Seconds until there may be work: the next due retry, timed wait or signal timeout,
         or the polling interval."""
         now = self.clock()
-        await self.expire_signal_waits(now)
-        async with self.db.transaction(SYSTEM) as session:
+        if time.monotonic() - self._last_signal_check >= SIGNAL_CHECK_SECONDS:
+            self._last_signal_check = time.monotonic()
+            await self.expire_signal_waits(now)
+        async with self.db.transaction(SYSTEM, readonly=True) as session:
             due = await store.next_due(session, self.config.queues, now)
         if due is None:
             return self.config.poll_seconds
@@ -188,7 +196,7 @@ class Worker:
         """Stop running steps whose rows are no longer running for this worker (cancelled, the
         execution ended, or the lease went elsewhere)."""
         ids = list(self._running)
-        async with self.db.transaction(SYSTEM) as session:
+        async with self.db.transaction(SYSTEM, readonly=True) as session:
             still = set(
                 (
                     await session.execute(
@@ -241,16 +249,12 @@ class Worker:
                 lease=dt.timedelta(seconds=self.config.lease_seconds),
             )
         for run in claimed:
-            task = asyncio.create_task(self._execute(run.id, run.lease_epoch))
-            self._tasks.add(task)
-            self._running[run.id] = task
-            task.add_done_callback(self._tasks.discard)
-            task.add_done_callback(self._forget(run.id))
+            self._spawn(run)
         return len(claimed)
 
     async def expire_signal_waits(self, now: dt.datetime) -> int:
         """Fail the signal waits whose timeout passed, each in its own transaction."""
-        async with self.db.transaction(SYSTEM) as session:
+        async with self.db.transaction(SYSTEM, readonly=True) as session:
             due = await store.due_signal_waits(session, now)
         expired = 0
         for run in due:
@@ -264,10 +268,7 @@ class Worker:
     async def _plan_of(self, session: Any, execution_id: uuid.UUID) -> Plan:
         execution = await session.get(ExecutionRow, execution_id)
         workflow = await session.get(WorkflowRow, execution.workflow_id)
-        plan: Plan = self.plans.get(
-            workflow.id, workflow.updated_at.isoformat(), workflow.definition, workflow.task_queue
-        )
-        return plan
+        return await self.plans.load(session, workflow)
 
     def _forget(self, run_id: uuid.UUID) -> Callable[[asyncio.Task[None]], None]:
         def done(_task: asyncio.Task[None]) -> None:
@@ -279,9 +280,12 @@ class Worker:
         """Renew this worker's leases; make steps with expired leases ready again."""
         lease = dt.timedelta(seconds=self.config.lease_seconds)
         async with self.db.transaction(SYSTEM) as session:
+            # Only the steps still running here: a step this process gave up on (its result
+            # could not be recorded) must let its lease run out, so that it runs again.
             await session.execute(
                 update(StepRunRow)
                 .where(
+                    StepRunRow.id.in_(list(self._running)),
                     StepRunRow.lease_owner == self.config.worker_id,
                     StepRunRow.status == StepStatus.RUNNING,
                 )
@@ -303,6 +307,7 @@ class Worker:
             )
             count = len(rescued.all())
             expired = await store.expire_timeouts(session, now)
+            admitted = await store.admit_pending(session, now)
             await session.execute(
                 update(WorkerRow)
                 .where(WorkerRow.worker_id == self.config.worker_id)
@@ -314,11 +319,26 @@ class Worker:
             log.warning("%d executions exceeded their time limit", expired)
         if count:
             log.warning("made %d steps with expired leases ready again", count)
+        if count or admitted:
             self.notifier.notify()
 
-    async def _execute(self, run_id: uuid.UUID, epoch: int) -> None:
+    def _spawn(self, run: StepRunRow, loaded: Loaded | None = None) -> None:
+        run_id, claimed = run.id, (run.execution_id, run.started_at)
+        task = asyncio.create_task(self._execute(run_id, run.lease_epoch, loaded, claimed))
+        self._tasks.add(task)
+        self._running[run_id] = task
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._forget(run_id))
+
+    async def _execute(
+        self,
+        run_id: uuid.UUID,
+        epoch: int,
+        preloaded: Loaded | None,
+        claimed: tuple[uuid.UUID, dt.datetime | None],
+    ) -> None:
         try:
-            loaded = await self._load(run_id)
+            loaded = preloaded or await self._while_unreachable(lambda: self._load(run_id))
             if loaded is None:
                 return
             plan, step, context, agent = loaded
@@ -332,35 +352,72 @@ class Worker:
             outcome = StepOutcome(failure=StepFailure(type(exc).__name__, str(exc), False))
         if plan is None:
             return
-        async with self.db.transaction(SYSTEM) as session:
-            recorded = await store.record_outcome(
-                session, run_id=run_id, epoch=epoch, outcome=outcome, plan=plan,
-                now=self.clock(), rand=random.random(),  # noqa: S311 - jitter, not security
-            )  # fmt: skip
+
+        # This task's slot is free once the outcome is recorded: successors can take it.
+        chain = store.Chain(
+            self.config.worker_id,
+            self.config.queues,
+            self.config.concurrency - self.busy + 1,
+            dt.timedelta(seconds=self.config.lease_seconds),
+        )
+        successors: list[tuple[StepRunRow, Loaded]] = []
+
+        async def record() -> store.Recorded:
+            successors.clear()
+            async with self.db.transaction(SYSTEM) as session:
+                recorded = await store.record_outcome(
+                    session, run_id=run_id, epoch=epoch, outcome=outcome, plan=plan,
+                    now=self.clock(), rand=random.random(), chain=chain,  # noqa: S311 - jitter
+                    claimed=claimed,
+                )  # fmt: skip
+                for run in recorded.chained:  # load them while the transaction is open
+                    successors.append((run, await self._load_in(session, run)))
+            return recorded
+
+        try:  # fenced by the lease epoch: a retry after a lost commit reply records nothing
+            recorded = await self._while_unreachable(record)
+        except Exception:
+            log.exception("could not record step run %s; it runs again when its lease ends", run_id)
+            return
         if recorded.lost_lease:
             log.warning("step run %s lost its lease; its result was discarded", run_id)
-        if recorded.made_ready:
+        for run, loaded in successors:
+            self._spawn(run, loaded)
+        if recorded.made_ready > len(successors) or recorded.finished:  # or admitted executions
             self.notifier.notify()
 
-    async def _load(self, run_id: uuid.UUID) -> tuple[Any, Any, Any, SavedAgent | None] | None:
-        async with self.db.transaction(SYSTEM) as session:
+    async def _while_unreachable(self, attempt: Callable[[], Awaitable[_T]]) -> _T:
+        """``attempt()``, again while the database is unreachable (a restart, a failover), for
+        about as long as this worker's lease on the step lasts."""
+        deadline = time.monotonic() + self.config.lease_seconds
+        delay = 0.2
+        while True:
+            try:
+                return await attempt()
+            except Exception as exc:
+                if not is_disconnect(exc) or time.monotonic() + delay > deadline:
+                    raise
+                log.warning("database unavailable (%s); retrying in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    async def _load(self, run_id: uuid.UUID) -> Loaded | None:
+        async with self.db.transaction(SYSTEM, readonly=True) as session:
             run = await session.get(StepRunRow, run_id)
             if run is None:
                 return None
-            execution = await session.get(ExecutionRow, run.execution_id)
-            assert execution is not None
-            workflow = await session.get(WorkflowRow, execution.workflow_id)
-            assert workflow is not None
-            plan = self.plans.get(
-                workflow.id,
-                workflow.updated_at.isoformat(),
-                workflow.definition,
-                workflow.task_queue,
-            )
-            step = plan.steps[run.step_key]
-            runs = await store.latest_runs(session, execution.id)
-            context = store.context_for(execution, plan, runs)
-            agent = await _saved_agent(session, workflow.id, step)
+            return await self._load_in(session, run)
+
+    async def _load_in(self, session: Any, run: StepRunRow) -> Loaded:
+        """What running ``run`` needs: its plan, step, expression context and saved agent."""
+        execution = await session.get(ExecutionRow, run.execution_id)
+        assert execution is not None
+        workflow = await session.get(WorkflowRow, execution.workflow_id)
+        assert workflow is not None
+        plan = await self.plans.load(session, workflow)
+        step = plan.steps[run.step_key]
+        context = await frames.context_at(session, execution, plan, run.scope)
+        agent = await _saved_agent(session, workflow.id, step)
         return plan, step, context, agent
 
 

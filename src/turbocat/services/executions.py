@@ -11,11 +11,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from turbocat.db import signals
 from turbocat.db.engine import after_commit
 from turbocat.db.listing import PageRequest, apply_page
 from turbocat.db.models import ExecutionLogRow, ExecutionRow, StepRunRow, WorkflowRow
-from turbocat.domain import progress
+from turbocat.domain import work_queues
 from turbocat.domain.access import Principal
 from turbocat.domain.definitions import WaitStep
 from turbocat.domain.enums import (
@@ -28,7 +27,7 @@ from turbocat.domain.enums import (
 from turbocat.domain.errors import Conflict, NotFound
 from turbocat.domain.expressions import compile_template
 from turbocat.domain.jsonschemas import validate_instance
-from turbocat.engine import store
+from turbocat.engine import admission, frames, store, work_items
 from turbocat.engine.plan import Plan, PlanCache
 from turbocat.services import workflows
 
@@ -59,42 +58,41 @@ async def start(
     notify: Callable[[], None],
     now: dt.datetime,
 ) -> ExecutionRow:
-    """Create a running execution of this exact version; its first steps are ready at once."""
+    """Create an execution of this exact version. It runs at once (its first steps are ready)
+    unless the workflow already runs its ``max_concurrent_executions``: then it waits as
+    ``pending`` and starts, in order, when a running one ends."""
     principal.require_access("executions", write=True)
     workflow = await workflows.get(session, principal, workflow_id)
     if workflow.organization_id != principal.organization_id:
         raise NotFound("workflow", workflow_id)
     if workflow.status not in RUNNABLE:
         raise Conflict(f"a {workflow.status.value} workflow cannot be run; activate it first")
-    plan = plans.get(
-        workflow.id, workflow.updated_at.isoformat(), workflow.definition, workflow.task_queue
-    )
+    plan = await plans.load(session, workflow)
     if plan.definition.inputs:
         validate_instance(input_data, plan.definition.inputs, ("body", "input"))
-    timeout = plan.definition.timeout_seconds or workflow.execution_timeout_seconds
     execution = ExecutionRow(
         organization_id=principal.organization_id,
         workflow_id=workflow.id,
         user_id=principal.user_id,
         api_key_id=principal.api_key_id,
-        status=ExecutionStatus.RUNNING,
+        status=ExecutionStatus.PENDING,
         trigger_type=trigger_type,
         trigger_data=trigger_data or {},
         input_data=input_data,
         output_data={},
-        steps_total=len(plan.steps),
+        steps_total=0,
         task_queue=plan.task_queue,
-        started_at=now,
-        timeout_at=now + dt.timedelta(seconds=timeout) if timeout else None,
         created_at=now,
         updated_at=now,
     )
+    runs_now = await admission.may_start(session, workflow, plan.task_queue)
     session.add(execution)
     await session.flush()
-    store.create_runs(session, execution, plan, now)
-    store.log(session, execution, f"execution started ({trigger_type.value})", now)
-    for queue in sorted({plan.queue_of(key) for key in progress.roots(plan.nodes)}):
-        await signals.announce(session, signals.READY, queue)
+    if runs_now:
+        await store.begin(session, execution, workflow, plan, now)
+    else:
+        store.log(session, execution, "queued: the workflow runs its maximum of "
+                  f"{workflow.max_concurrent_executions} executions at once", now)  # fmt: skip
     after_commit(session, notify)
     return execution
 
@@ -121,7 +119,7 @@ async def rerun(
             f"this one is {old.status.value}"
         )
     plan = await _plan(session, old, plans)
-    previous = await store.latest_runs(session, old.id)
+    previous = await frames.frame_runs(session, old.id, "")
     timeout = plan.definition.timeout_seconds
     execution = ExecutionRow(
         organization_id=old.organization_id,
@@ -133,7 +131,7 @@ async def rerun(
         trigger_data={"rerun_of": str(old.id)},
         input_data=old.input_data,
         output_data={},
-        steps_total=len(plan.steps),
+        steps_total=0,
         task_queue=plan.task_queue,
         rerun_of_execution_id=old.id,
         started_at=now,
@@ -144,10 +142,7 @@ async def rerun(
     session.add(execution)
     await session.flush()
     store.log(session, execution, f"re-run of execution {old.id}", now)
-    runs = store.create_rerun_runs(session, execution, previous, plan, now)
-    queues = {r.queue for r in runs.values() if r.status == StepStatus.READY}
-    for queue in sorted(queues):
-        await signals.announce(session, signals.READY, queue)
+    await store.create_rerun_runs(session, execution, previous, plan, now)
     after_commit(session, notify)
     return execution
 
@@ -236,9 +231,7 @@ async def logs(
 async def _plan(session: AsyncSession, execution: ExecutionRow, plans: PlanCache) -> Plan:
     workflow = await session.get(WorkflowRow, execution.workflow_id)
     assert workflow is not None
-    return plans.get(
-        workflow.id, workflow.updated_at.isoformat(), workflow.definition, workflow.task_queue
-    )
+    return await plans.load(session, workflow)
 
 
 async def signal(
@@ -251,8 +244,11 @@ async def signal(
     plans: PlanCache,
     notify: Callable[[], None],
     now: dt.datetime,
-) -> int:
-    """Deliver a declared signal: the steps waiting for it complete with ``payload``."""
+) -> store.Delivery:
+    """Deliver a declared signal: the steps waiting for it complete with ``payload``; when it
+    feeds a work queue, the payload is added to the queue (unless it is a duplicate) and a step
+    waiting on the queue takes it. 409 when nobody receives a plain signal, or the queue is
+    full."""
     principal.require_access("executions", write=True)
     execution = await get(session, principal, execution_id)
     if execution.status not in store.LIVE:
@@ -266,11 +262,13 @@ async def signal(
     schema = declared[name].payload_schema
     if schema is not None:
         validate_instance(payload, schema, ("body", "payload"))
-    delivered = await store.deliver_signal(session, execution, plan, name, payload, now)
-    if delivered == 0:
+    queue = plan.work_queue_fed_by(name)
+    item = work_queues.new_item(queue, payload, ("body", "payload")) if queue else None
+    delivery = await store.deliver_signal(session, execution, plan, name, payload, now, item=item)
+    if delivery.delivered == 0 and queue is None:
         raise Conflict(f"no step of this execution is waiting for signal {name!r} now")
     after_commit(session, notify)
-    return delivered
+    return delivery
 
 
 BUILTIN_QUERY = "state"
@@ -288,8 +286,17 @@ async def query(
     nothing."""
     execution = await get(session, principal, execution_id)
     plan = await _plan(session, execution, plans)
-    runs = await store.latest_runs(session, execution.id)
+    runs = await frames.frame_runs(session, execution.id, "")
     if name == BUILTIN_QUERY:
+        waiting = (
+            await session.execute(
+                select(StepRunRow.step_key).where(
+                    StepRunRow.execution_id == execution.id,
+                    StepRunRow.status == StepStatus.WAITING,
+                )
+            )
+        ).scalars()
+        sizes = await work_items.sizes(session, execution.id)
         return {
             "status": execution.status.value,
             "result": execution.result.value,
@@ -297,17 +304,34 @@ async def query(
                 key: {"status": r.status.value, "attempt": r.attempt} for key, r in runs.items()
             },
             "waiting_for": sorted(
-                step.signal.name
-                for key, step in plan.steps.items()
-                if isinstance(step, WaitStep)
-                and step.signal is not None
-                and runs.get(key) is not None
-                and runs[key].status == StepStatus.WAITING
+                {signal for key in waiting if (signal := _awaited_signal(plan, key)) is not None}
             ),
+            "queues": {queue: sizes.get(queue, 0) for queue in plan.work_queues},
         }
     declared = {q.name: q for q in plan.definition.queries}
     if name not in declared:
         names = ", ".join([BUILTIN_QUERY, *declared])
         raise NotFound("query", f"{name!r} (available: {names})")
-    context = store.context_for(execution, plan, runs)
-    return compile_template(declared[name].expression).render(context)
+    queue = next((q for q in plan.work_queues.values() if q.query == name), None)
+    if queue is not None:
+        return {
+            "name": queue.name,
+            "order": queue.order.value,
+            "size": await work_items.pending_count(session, execution.id, queue.name),
+            "items": await work_items.pending(session, execution.id, queue),
+        }
+    expression = declared[name].expression
+    assert expression is not None  # validation: only a work queue's query has none
+    return compile_template(expression).render(frames.context_for(execution, plan, runs))
+
+
+def _awaited_signal(plan: Plan, key: str) -> str | None:
+    """The signal that would end this wait: its own, or the one feeding its work queue."""
+    step = plan.steps[key]
+    if not isinstance(step, WaitStep):
+        return None
+    if step.signal is not None:
+        return step.signal.name
+    if step.queue is not None:
+        return plan.work_queues[step.queue.name].signal
+    return None

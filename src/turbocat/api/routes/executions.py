@@ -142,12 +142,22 @@ async def send_signal(
     now: NowDep,
 ) -> SignalDelivered:
     """Deliver a signal the workflow declares (human approval is one): the steps waiting for
-    it complete with ``payload`` as their output. 409 when no step is waiting for it."""
-    delivered = await executions.signal(
+    it complete with ``payload`` as their output. 409 when no step is waiting for it.
+
+    A signal that feeds a work queue adds ``payload`` to the queue (``queued``), checked
+    against the queue's ``item_schema`` (422); the step waiting longest on the queue takes it
+    at once. A deduplicating queue drops an item equal to a pending one (``duplicate``, 200);
+    a queue holding ``max_size`` items refuses more (409)."""
+    delivery = await executions.signal(
         session, principal, execution_id, name, body.payload,
         plans=ctx.plans, notify=ctx.notifier.notify, now=now,
     )  # fmt: skip
-    return SignalDelivered(signal=name, delivered_to=delivered)
+    return SignalDelivered(
+        signal=name,
+        delivered_to=delivery.delivered,
+        queued=delivery.queued,
+        duplicate=delivery.duplicate,
+    )
 
 
 @router.get("/executions/{execution_id}/queries/{name}", name="executions-query")

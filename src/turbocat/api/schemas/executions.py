@@ -50,7 +50,12 @@ class StepRunRead(ReadModel):
     id: uuid.UUID
     step_key: str
     step_type: StepType
-    iteration: int
+    scope: str = Field(
+        description='where the run sits: "" at the top level, "/loop[3]" for item 3 of step '
+        'loop, "/par[]" inside parallel step par; nested frames concatenate'
+    )
+    parent_id: uuid.UUID | None = Field(description="the loop or parallel step run it belongs to")
+    iteration: int = Field(description="index of the innermost loop item (0 outside loops)")
     attempt: int
     status: StepStatus
     input: Any
@@ -85,3 +90,10 @@ class SignalSend(RequestModel):
 class SignalDelivered(ReadModel):
     signal: str
     delivered_to: int = Field(description="how many waiting steps received it")
+    queued: bool = Field(
+        default=False, description="the payload was added to the work queue the signal feeds"
+    )
+    duplicate: bool = Field(
+        default=False,
+        description="the payload was dropped: the deduplicating work queue holds an equal item",
+    )

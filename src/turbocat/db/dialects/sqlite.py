@@ -30,8 +30,10 @@ def on_connect(dbapi_conn: Any, _record: Any) -> None:
 
 def on_begin(conn: Any) -> None:
     # BEGIN IMMEDIATE takes the write lock up front: two writers queue on busy_timeout
-    # instead of one failing with "database is locked" when it upgrades a read lock.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # instead of one failing with "database is locked" when it upgrades a read lock. Read-only
+    # transactions begin deferred: in WAL mode readers and the writer do not wait on each other.
+    readonly = conn.get_execution_options().get("turbocat_readonly", False)
+    conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
 
 def json_array_overlaps(column: Any, values: Sequence[str]) -> ColumnElement[bool]:

@@ -19,7 +19,13 @@ from turbocat.db.models.identity import (
     UserSessionRow,
 )
 from turbocat.db.models.queues import TaskQueueRow, WorkerRow
-from turbocat.db.models.runs import ActivityStatisticsRow, ExecutionLogRow, ExecutionRow, StepRunRow
+from turbocat.db.models.runs import (
+    ActivityStatisticsRow,
+    ExecutionLogRow,
+    ExecutionRow,
+    StepRunRow,
+    WorkItemRow,
+)
 from turbocat.db.models.templates import TemplateRatingRow, TemplateRow
 from turbocat.db.models.triggers import EventRow, ScheduleRow, WebhookRow
 from turbocat.db.models.workflows import (
@@ -59,6 +65,7 @@ __all__ = [
     "UserRow",
     "UserSessionRow",
     "WebhookRow",
+    "WorkItemRow",
     "WorkerRow",
     "WorkflowChildWorkflowRow",
     "WorkflowQueryRow",

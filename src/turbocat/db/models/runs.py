@@ -6,8 +6,16 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, Index, Integer, String, Text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from turbocat.db.base import Base, IdMixin, TenantMixin, TimestampMixin
 from turbocat.db.models._common import fk, partial_index
@@ -19,6 +27,7 @@ from turbocat.domain.enums import (
     StepStatus,
     StepType,
     TriggerType,
+    WorkItemStatus,
 )
 
 
@@ -96,10 +105,13 @@ class ExecutionRow(IdMixin, TimestampMixin, TenantMixin, Base):
 
 
 class StepRunRow(IdMixin, TimestampMixin, TenantMixin, Base):
-    """The engine's durable state: one row per step, loop iteration and attempt.
+    """The engine's durable state: one row per step, frame and attempt.
 
-    ``iteration`` is 0 for a step outside any loop and the 0-based item index for a step of a
-    loop body (one level: the step key already names the body). ``attempt`` counts from 1.
+    A *frame* is one instance of a graph: the top level (``scope`` ""), one iteration of a loop
+    body (``/loop[3]``) or the branches of a parallel step (``/par[]``); nested frames
+    concatenate (``/outer[1]/inner[4]``). ``parent_id`` is the loop or parallel run owning the
+    frame. ``iteration`` is the innermost loop index (0 outside loops); ``attempt`` counts
+    from 1.
 
     Leases: a worker claims a ``ready`` row by setting ``lease_owner``/``lease_expires_at`` and
     incrementing ``lease_epoch``; it renews by heartbeat and completes with an UPDATE that checks
@@ -111,13 +123,14 @@ class StepRunRow(IdMixin, TimestampMixin, TenantMixin, Base):
         # A named unique index rather than a constraint: the convention's generated name
         # would pass PostgreSQL's 63-character limit.
         Index(
-            "uq_step_runs_execution_step_iteration_attempt",
+            "uq_step_runs_execution_scope_step_attempt",
             "execution_id",
+            "scope",
             "step_key",
-            "iteration",
             "attempt",
             unique=True,
         ),
+        partial_index("ix_step_runs_parent_id", "parent_id", where="parent_id IS NOT NULL"),
         CheckConstraint("iteration >= 0", name="iteration_non_negative"),
         CheckConstraint("attempt >= 1", name="attempt_positive"),
         CheckConstraint("lease_epoch >= 0", name="lease_epoch_non_negative"),
@@ -131,6 +144,10 @@ class StepRunRow(IdMixin, TimestampMixin, TenantMixin, Base):
 
     execution_id: Mapped[uuid.UUID] = mapped_column(GUID, fk("executions.id", "CASCADE"))
     step_key: Mapped[str] = mapped_column(String(100))
+    scope: Mapped[str] = mapped_column(String(1000), default="", server_default="")
+    """The frame this run belongs to ("" at the top level)."""
+    parent_id: Mapped[uuid.UUID | None] = mapped_column(GUID, fk("step_runs.id", "CASCADE"))
+    """The loop or parallel step run whose body this run is part of."""
     step_type: Mapped[StepType] = mapped_column(enum_type(StepType, "step_type"))
     iteration: Mapped[int] = mapped_column(Integer, default=0)
     attempt: Mapped[int] = mapped_column(Integer, default=1)
@@ -147,7 +164,8 @@ class StepRunRow(IdMixin, TimestampMixin, TenantMixin, Base):
     error: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
     """``{"type", "message", "stack", ...}`` of a failed attempt, secrets redacted."""
     idempotency_key: Mapped[str] = mapped_column(String(255))
-    """``execution_id:step_key:iteration``, the same for every attempt (handed to the agent)."""
+    """``execution_id:step_key:iteration`` (nested loops: ``i.j``), the same for every attempt
+    (handed to the agent)."""
     scheduled_for: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     """When a ``ready`` row may be claimed (retry backoff, wait steps)."""
     lease_owner: Mapped[str | None] = mapped_column(String(255))
@@ -176,6 +194,9 @@ class ExecutionLogRow(IdMixin, TenantMixin, Base):
     step_run_id: Mapped[uuid.UUID | None] = mapped_column(
         GUID, fk("step_runs.id", "SET NULL"), index=True
     )
+    step_run: Mapped[StepRunRow | None] = relationship(lazy="raise")
+    """Set instead of ``step_run_id`` when the run is new in the same flush: the unit of work
+    then inserts the run first."""
     workflow_step_id: Mapped[uuid.UUID | None] = mapped_column(
         GUID, fk("workflow_steps.id", "SET NULL"), index=True
     )
@@ -237,3 +258,55 @@ class ActivityStatisticsRow(IdMixin, TimestampMixin, TenantMixin, Base):
     min_duration_ms: Mapped[int | None] = mapped_column(Integer)
     max_duration_ms: Mapped[int | None] = mapped_column(Integer)
     last_executed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class WorkItemRow(IdMixin, TenantMixin, Base):
+    """An item of an execution's work queue (seed 003), added by the queue's signal and taken
+    by a wait step on the queue.
+
+    ``seq`` counts arrivals per execution and queue (from 1); ``priority`` is the item's
+    ``priority`` field for priority queues (else 0). ``dedupe_key`` (SHA-256 of the item's
+    canonical JSON) is set when the queue deduplicates: two pending items of a queue never
+    share one, an item taken frees its key.
+    """
+
+    __tablename__ = "work_items"
+    __table_args__ = (
+        UniqueConstraint("execution_id", "queue_name", "seq"),
+        partial_index(
+            "uq_work_items_pending_dedupe_key",
+            "execution_id",
+            "queue_name",
+            "dedupe_key",
+            unique=True,
+            where="status = 'pending' AND dedupe_key IS NOT NULL",
+        ),
+        # Taking in priority order, and counting what is pending.
+        partial_index(
+            "ix_work_items_pending",
+            "execution_id",
+            "queue_name",
+            "priority",
+            "seq",
+            where="status = 'pending'",
+        ),
+        partial_index("ix_work_items_taken_by", "taken_by", where="taken_by IS NOT NULL"),
+        CheckConstraint("seq >= 1", name="seq_positive"),
+        CheckConstraint("status = 'pending' OR taken_at IS NOT NULL", name="taken_has_time"),
+        {"info": {"rls": "tenant"}},
+    )
+
+    execution_id: Mapped[uuid.UUID] = mapped_column(GUID, fk("executions.id", "CASCADE"))
+    queue_name: Mapped[str] = mapped_column(String(100))
+    item: Mapped[Any] = mapped_column(JSONDoc, nullable=True)
+    """The signal payload as sent (any JSON value, null included)."""
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    seq: Mapped[int] = mapped_column(Integer)
+    dedupe_key: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[WorkItemStatus] = mapped_column(
+        enum_type(WorkItemStatus, "work_item_status"), default=WorkItemStatus.PENDING
+    )
+    taken_by: Mapped[uuid.UUID | None] = mapped_column(GUID, fk("step_runs.id", "SET NULL"))
+    """The wait step run that took the item."""
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utc_now)
+    taken_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

@@ -217,8 +217,18 @@ def check_declarations(ck: _Checker, top_keys: frozenset[str]) -> None:
     queries = _unique_names(ck, "queries", [q.name for q in defn.queries])
     _unique_names(ck, "work_queues", [w.name for w in defn.work_queues])
     _unique_names(ck, "child_workflows", [c.name for c in defn.child_workflows])
+    queue_queries = {w.query for w in defn.work_queues if w.query is not None}
     for i, query in enumerate(defn.queries):
-        check_template(ck, query.expression, ("queries", i, "expression"), None, top_keys, False)
+        if query.expression is not None:
+            where = ("queries", i, "expression")
+            check_template(ck, query.expression, where, None, top_keys, False)
+        elif query.name not in queue_queries:
+            ck.add(
+                ("queries", i, "expression"),
+                f"query {query.name!r} needs an expression (only a work queue's query, which "
+                "answers with the queue, may omit it)",
+                "missing",
+            )
     fed: dict[str, str] = {}
     for i, queue in enumerate(defn.work_queues):
         if queue.signal not in signals:
@@ -242,12 +252,20 @@ def check_declarations(ck: _Checker, top_keys: frozenset[str]) -> None:
             )
         if queue.item_schema is not None:
             _check_schema(ck, queue.item_schema, ("work_queues", i, "item_schema"))
+    queues = {w.name for w in defn.work_queues}
     for step, path, _ in all_steps(defn):
         if isinstance(step, WaitStep) and step.signal and step.signal.name not in signals:
             ck.add(
                 (*path, "signal", "name"),
                 f"step {step.key!r} waits for undeclared signal {step.signal.name!r}",
                 "unknown_signal",
+            )
+        if isinstance(step, WaitStep) and step.queue and step.queue.name not in queues:
+            ck.add(
+                (*path, "queue", "name"),
+                f"step {step.key!r} takes from undeclared work queue {step.queue.name!r} "
+                f"(declared: {', '.join(sorted(queues)) or 'none'})",
+                "unknown_queue",
             )
     for i, signal in enumerate(defn.signals):
         if signal.payload_schema is not None:

@@ -243,8 +243,19 @@ class SignalWait(_Model):
     """Give up (the step fails) after this long."""
 
 
+class QueueWait(_Model):
+    """Take items from a declared work queue, waiting for one when it is empty."""
+
+    name: Name
+    """A work queue declared in the definition's work_queues."""
+    max_items: int = Field(default=1, ge=1, le=1000)
+    """Take up to this many items; the step takes what is there without waiting for more."""
+    timeout_ms: int | None = Field(default=None, ge=1, le=MAX_MS)
+    """Give up (the step fails with ``queue_timeout``) after waiting this long."""
+
+
 class WaitStep(_StepBase):
-    """Pauses for exactly one of: a duration, an instant, or a signal."""
+    """Pauses for exactly one of: a duration, an instant, a signal, or work queue items."""
 
     type: Literal["wait"]
     """Step type."""
@@ -254,12 +265,19 @@ class WaitStep(_StepBase):
     """Wait until this ISO 8601 instant with a UTC offset, or an expression yielding one."""
     signal: SignalWait | None = None
     """Wait for this signal; its payload becomes the step output."""
+    queue: QueueWait | None = None
+    """Take items from this work queue; the list of items taken becomes the step output."""
 
     @model_validator(mode="after")
     def _exactly_one_wait(self) -> WaitStep:
-        given = [self.duration_ms is not None, self.until is not None, self.signal is not None]
+        given = [
+            self.duration_ms is not None,
+            self.until is not None,
+            self.signal is not None,
+            self.queue is not None,
+        ]
         if sum(given) != 1:
-            raise ValueError("a wait step needs exactly one of duration_ms, until or signal")
+            raise ValueError("a wait step needs exactly one of duration_ms, until, signal or queue")
         return self
 
 
@@ -286,8 +304,9 @@ class QueryDef(_Model):
     """Query name."""
     description: str | None = None
     """What the query returns."""
-    expression: Template
-    """Expression over input, steps, vars and execution."""
+    expression: Template | None = None
+    """Expression over input, steps, vars and execution; required unless a work queue names
+    this query (a work queue's query answers with the queue's pending items)."""
 
 
 class WorkQueueDef(_Model):
