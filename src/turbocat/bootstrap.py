@@ -44,7 +44,10 @@ class AppContext:
             lease_seconds=engine.lease_seconds,
             poll_seconds=engine.poll_seconds,
         )
-        return Worker(self.db, config, clock=self.clock, notifier=self.notifier, plans=self.plans)
+        return Worker(
+            self.db, config, clock=self.clock, notifier=self.notifier, plans=self.plans,
+            keyring=self.keyring.get,
+        )  # fmt: skip
 
     @classmethod
     def build(cls, settings: Settings, *, app_role: bool = True) -> AppContext:

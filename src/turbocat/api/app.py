@@ -13,7 +13,11 @@ from fastapi.routing import APIRoute
 import turbocat
 from turbocat.api import errors
 from turbocat.api.bodies import YamlBodyMiddleware
-from turbocat.api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from turbocat.api.middleware import (
+    BodySizeLimitMiddleware,
+    ConflictRetryMiddleware,
+    RequestIdMiddleware,
+)
 from turbocat.api.routes import (
     admin,
     agents,
@@ -105,7 +109,8 @@ def create_app(
     )
     app.state.ctx = ctx
     errors.install(app)
-    app.add_middleware(YamlBodyMiddleware)  # innermost: sees bodies already size-checked
+    app.add_middleware(ConflictRetryMiddleware)  # innermost: replays a whole transaction
+    app.add_middleware(YamlBodyMiddleware)  # sees bodies already size-checked
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.api.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
 

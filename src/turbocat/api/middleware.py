@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import random
 import uuid
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from turbocat.api.errors import PROBLEM_JSON
+from turbocat.db.engine import is_conflict
 from turbocat.logging import request_id_var
 
 
@@ -108,3 +111,62 @@ class BodySizeLimitMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": raw})
+
+
+class ConflictRetryMiddleware:
+    """Runs a request again when the database aborted its transaction to break a deadlock or a
+    serialization conflict (PostgreSQL asks for such a transaction to be retried).
+
+    Safe because a request is one transaction, rolled back whole on error, and it commits
+    before anything is sent: a request is only run again while no response has started. Sits
+    inside the body size limit, so the body it keeps for a replay is already bounded.
+    """
+
+    def __init__(self, app: ASGIApp, attempts: int = 4) -> None:
+        self.app = app
+        self.attempts = attempts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body: list[Message] = []
+        while True:
+            message = await receive()
+            body.append(message)
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                break
+        for attempt in range(1, self.attempts + 1):
+            try:
+                await self._run(scope, list(body), receive, send)
+            except _Aborted as aborted:
+                if aborted.started or attempt == self.attempts or not is_conflict(aborted.error):
+                    raise aborted.error from None
+            else:
+                return
+            await asyncio.sleep(random.uniform(0.002, 0.02) * attempt)  # noqa: S311 - backoff
+
+    async def _run(self, scope: Scope, body: list[Message], receive: Receive, send: Send) -> None:
+        started = False
+        replay = iter(body)
+
+        async def replay_receive() -> Message:
+            # The body again, then the client's own messages (a disconnect, for streams).
+            return next(replay, None) or await receive()
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, replay_receive, tracking_send)
+        except Exception as exc:
+            raise _Aborted(exc, started) from exc
+
+
+class _Aborted(Exception):
+    def __init__(self, error: Exception, started: bool) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.started = started

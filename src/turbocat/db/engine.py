@@ -130,6 +130,23 @@ def is_disconnect(exc: BaseException | None) -> bool:
     return False
 
 
+_CONFLICTS = frozenset({"40P01", "40001"})
+"""deadlock_detected, serialization_failure: the server aborted this transaction so that
+another could go on, and asks for the whole transaction to be tried again."""
+
+
+def is_conflict(exc: BaseException | None) -> bool:
+    """Whether ``exc``, or an error behind it, is a transaction the database aborted to break
+    a deadlock or a serialization conflict: running the same transaction again is correct."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if getattr(exc, "sqlstate", None) in _CONFLICTS:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def _flag_lost_connection(context: ExceptionContext) -> None:
     """Let the pool drop connections asyncpg has lost but not yet noticed (SQLAlchemy only asks
     ``is_closed()``), so the pre-ping reconnects instead of failing the checkout, and so the

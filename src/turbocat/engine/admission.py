@@ -82,9 +82,12 @@ async def _fits(
 async def may_start(session: AsyncSession, workflow: WorkflowRow, queue_name: str) -> bool:
     """Whether a new execution of ``workflow`` on ``queue_name`` may run now (else it waits as
     pending, behind the ones already waiting)."""
-    await session.execute(
-        select(WorkflowRow.id).where(WorkflowRow.id == workflow.id).with_for_update()
-    )
+    if workflow.max_concurrent_executions is not None:
+        # Serializes the starts of a limited workflow; an unlimited one needs no lock (its
+        # queue's limit, if any, locks the queue row), so starts never queue behind finishes.
+        await session.execute(
+            select(WorkflowRow.id).where(WorkflowRow.id == workflow.id).with_for_update()
+        )
     return await _fits(session, workflow, workflow.organization_id, queue_name)
 
 

@@ -9,15 +9,21 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import traceback
-from collections.abc import Mapping
-from dataclasses import dataclass
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from turbocat.domain.definitions import AgentStep, AnyStep, ConditionStep, WaitStep
 from turbocat.domain.enums import AgentType
 from turbocat.domain.errors import ValidationFailed
 from turbocat.domain.expressions import JSONValue, compile_template, render_value
-from turbocat.engine.agents import data
+from turbocat.engine.agents import base, data
+from turbocat.engine.agents.base import AgentError, Invocation, Limits, RecordingServices
+
+Runtime = Callable[[Invocation], Awaitable[JSONValue]]
+RUNTIMES: dict[str, Runtime] = {"data": data.invoke}
+"""Agent kind -> runtime. A kind missing here fails its steps with ``runtime_unavailable``."""
 
 
 @dataclass(frozen=True)
@@ -26,10 +32,18 @@ class StepFailure:
     message: str
     retryable: bool = True
     stack: str | None = None
+    retry_after: float | None = None
+    """Seconds the next attempt must wait at least (a provider's Retry-After)."""
+    details: dict[str, Any] | None = None
 
     def as_json(self) -> dict[str, Any]:
-        return {"type": self.type, "message": self.message, "retryable": self.retryable,
-                "stack": self.stack}  # fmt: skip
+        doc = {"type": self.type, "message": self.message, "retryable": self.retryable,
+               "stack": self.stack}  # fmt: skip
+        if self.retry_after is not None:
+            doc["retry_after"] = self.retry_after
+        if self.details:
+            doc["details"] = self.details
+        return doc
 
 
 @dataclass(frozen=True)
@@ -46,6 +60,18 @@ class SavedAgent:
 
     type: AgentType
     config: dict[str, Any]
+    limits: Limits = field(default_factory=Limits)
+
+
+@dataclass(frozen=True)
+class StepCall:
+    """Who runs the step: the ids and services a runtime's ``Invocation`` carries."""
+
+    execution_id: uuid.UUID
+    organization_id: uuid.UUID
+    idempotency_key: str
+    attempt: int = 1
+    services: base.Services = field(default_factory=RecordingServices)
 
 
 def _truthy(value: JSONValue) -> bool:
@@ -80,33 +106,53 @@ def _timed_wait(step: WaitStep, context: Mapping[str, JSONValue]) -> StepOutcome
 
 
 async def _agent(
-    step: AgentStep, agent: SavedAgent | None, context: Mapping[str, JSONValue]
+    step: AgentStep,
+    agent: SavedAgent | None,
+    context: Mapping[str, JSONValue],
+    call: StepCall | None,
 ) -> StepOutcome:
     inputs = render_value(dict(step.inputs), context)
     assert isinstance(inputs, dict)
+    limits = Limits()
     if step.component is not None:
         kind, config = step.component.kind.value, dict(step.component.config)
     elif agent is not None:
-        kind, config = agent.type.value, agent.config
+        kind, config, limits = agent.type.value, agent.config, agent.limits
     else:  # the agent was deleted after the workflow was saved
         return StepOutcome(
             failure=StepFailure("agent_missing", f"agent {step.agent!r} no longer exists", False)
         )
-    if kind == "data":
-        try:
-            return StepOutcome(output=data.run(config, inputs, context), rendered_input=inputs)
-        except data.DataStepError as exc:
-            return StepOutcome(
-                failure=StepFailure("data_error", str(exc), False), rendered_input=inputs
-            )
-    return StepOutcome(
-        failure=StepFailure(
-            "runtime_unavailable",
-            f"the {kind} runtime is not available in this version of the engine yet",
-            retryable=False,
-        ),
-        rendered_input=inputs,
-    )
+    runtime = RUNTIMES.get(kind)
+    if runtime is None:
+        return StepOutcome(
+            failure=StepFailure(
+                "runtime_unavailable",
+                f"the {kind} runtime is not available in this version of the engine yet",
+                retryable=False,
+            ),
+            rendered_input=inputs,
+        )
+    call = call or _anonymous_call(context, step.key)
+    invocation = Invocation(
+        kind=kind, config=config, inputs=inputs, context=context, services=call.services,
+        idempotency_key=call.idempotency_key, execution_id=call.execution_id,
+        organization_id=call.organization_id, step_key=step.key, attempt=call.attempt,
+        limits=limits, timeout_seconds=None if step.timeout_ms is None else step.timeout_ms / 1000,
+    )  # fmt: skip
+    try:
+        return StepOutcome(output=await runtime(invocation), rendered_input=inputs)
+    except AgentError as exc:
+        failure = StepFailure(exc.kind, exc.message, exc.retryable, None, exc.retry_after,
+                              exc.details or None)  # fmt: skip
+        return StepOutcome(failure=failure, rendered_input=inputs)
+
+
+def _anonymous_call(context: Mapping[str, JSONValue], key: str) -> StepCall:
+    """For callers without an execution row (unit tests of the runner)."""
+    execution = context.get("execution")
+    raw = execution.get("id") if isinstance(execution, dict) else None
+    execution_id = uuid.UUID(str(raw)) if raw else uuid.UUID(int=0)
+    return StepCall(execution_id, uuid.UUID(int=0), f"{execution_id}:{key}:0")
 
 
 async def run_step(
@@ -114,6 +160,7 @@ async def run_step(
     context: Mapping[str, JSONValue],
     *,
     agent: SavedAgent | None = None,
+    call: StepCall | None = None,
 ) -> StepOutcome:
     """Run ``step`` within its timeout; every error becomes a failure the engine can record."""
     try:
@@ -122,7 +169,7 @@ async def run_step(
         if isinstance(step, WaitStep):
             return _timed_wait(step, context)
         if isinstance(step, AgentStep):
-            work = _agent(step, agent, context)
+            work = _agent(step, agent, context, call)
             if step.timeout_ms is None:
                 return await work
             return await asyncio.wait_for(work, timeout=step.timeout_ms / 1000)

@@ -35,6 +35,7 @@ from turbocat.domain.redaction import redact
 from turbocat.domain.runs import Retry, result_of
 from turbocat.engine import admission, frames, work_items
 from turbocat.engine.plan import Plan, PlanCache
+from turbocat.engine.platform import LogLine
 from turbocat.engine.queues import within_activity_limits
 from turbocat.engine.runner import StepFailure, StepOutcome
 
@@ -308,10 +309,12 @@ async def record_outcome(
     rand: float,
     chain: Chain | None = None,
     claimed: tuple[uuid.UUID, dt.datetime | None] | None = None,
+    lines: Sequence[LogLine] = (),
 ) -> Recorded:
     """Commit a step's result and everything that follows from it, or nothing if the lease
     was lost (the row was given to another worker or the execution ended). With ``chain``,
-    the worker also claims the steps this made ready, up to its free slots."""
+    the worker also claims the steps this made ready, up to its free slots. ``lines`` are the
+    log lines the step's runtime wrote while it ran."""
     settled = await _settle(
         session,
         StepRunRow.lease_epoch == epoch,
@@ -325,6 +328,9 @@ async def record_outcome(
         return Recorded(lost_lease=True)
     recorded = Recorded()
     execution = settled[0]
+    for line in lines:
+        log(session, execution, line.message, line.at, level=line.level, run=settled[1],
+            **line.metadata)  # fmt: skip
     await _after(session, *settled, outcome.failure, plan, now, rand, recorded)
     if chain is not None and chain.limit > 0 and recorded.made_ready:
         recorded.chained = await claim(
@@ -797,7 +803,10 @@ def _retry_delay(plan: Plan, run: StepRunRow, failure: StepFailure, rand: float)
     policy = _retry_policy(plan, run.step_key)
     if policy is None or not failure.retryable:
         return None
-    return policy.delay_before(run.attempt + 1, rand)
+    delay = policy.delay_before(run.attempt + 1, rand)
+    if delay is not None and failure.retry_after is not None:  # the server asked for a pause
+        delay = max(delay, int(failure.retry_after * 1000))
+    return delay
 
 
 def _schedule_retry(session: AsyncSession, run: StepRunRow, at: dt.datetime) -> None:

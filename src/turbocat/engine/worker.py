@@ -25,7 +25,7 @@ from sqlalchemy import select, update
 
 import turbocat
 from turbocat.db import signals
-from turbocat.db.engine import Database, TenantContext, is_disconnect
+from turbocat.db.engine import Database, TenantContext, is_conflict, is_disconnect
 from turbocat.db.models import (
     AgentRow,
     ExecutionRow,
@@ -37,8 +37,11 @@ from turbocat.db.models import (
 from turbocat.domain.definitions import AgentStep
 from turbocat.domain.enums import StepStatus, WorkerStatus
 from turbocat.engine import frames, store
+from turbocat.engine.agents.base import Limits
 from turbocat.engine.plan import Plan, PlanCache
-from turbocat.engine.runner import SavedAgent, StepFailure, StepOutcome, run_step
+from turbocat.engine.platform import StepServices
+from turbocat.engine.runner import SavedAgent, StepCall, StepFailure, StepOutcome, run_step
+from turbocat.security.crypto import Keyring
 
 log = logging.getLogger("turbocat.worker")
 SIGNAL_CHECK_SECONDS = 0.25
@@ -85,8 +88,10 @@ class Worker:
         clock: Callable[[], dt.datetime],
         notifier: Notifier | None = None,
         plans: PlanCache | None = None,
+        keyring: Callable[[], Keyring] | None = None,
     ) -> None:
         self.db = db
+        self.keyring = keyring or _no_keyring
         self.config = config
         self.clock = clock
         self.notifier = notifier or Notifier()
@@ -324,7 +329,11 @@ class Worker:
 
     def _spawn(self, run: StepRunRow, loaded: Loaded | None = None) -> None:
         run_id, claimed = run.id, (run.execution_id, run.started_at)
-        task = asyncio.create_task(self._execute(run_id, run.lease_epoch, loaded, claimed))
+        services = StepServices(self.db, self.keyring, run.organization_id, self.clock)
+        call = StepCall(
+            run.execution_id, run.organization_id, run.idempotency_key, run.attempt, services
+        )
+        task = asyncio.create_task(self._execute(run_id, run.lease_epoch, loaded, claimed, call))
         self._tasks.add(task)
         self._running[run_id] = task
         task.add_done_callback(self._tasks.discard)
@@ -336,13 +345,14 @@ class Worker:
         epoch: int,
         preloaded: Loaded | None,
         claimed: tuple[uuid.UUID, dt.datetime | None],
+        call: StepCall,
     ) -> None:
         try:
             loaded = preloaded or await self._while_unreachable(lambda: self._load(run_id))
             if loaded is None:
                 return
             plan, step, context, agent = loaded
-            outcome = await run_step(step, context, agent=agent)
+            outcome = await run_step(step, context, agent=agent, call=call)
         except asyncio.CancelledError:
             log.info("step run %s stopped: it was cancelled", run_id)
             return
@@ -361,6 +371,8 @@ class Worker:
             dt.timedelta(seconds=self.config.lease_seconds),
         )
         successors: list[tuple[StepRunRow, Loaded]] = []
+        assert isinstance(call.services, StepServices)
+        lines = call.services.drain()
 
         async def record() -> store.Recorded:
             successors.clear()
@@ -368,7 +380,7 @@ class Worker:
                 recorded = await store.record_outcome(
                     session, run_id=run_id, epoch=epoch, outcome=outcome, plan=plan,
                     now=self.clock(), rand=random.random(), chain=chain,  # noqa: S311 - jitter
-                    claimed=claimed,
+                    claimed=claimed, lines=lines,
                 )  # fmt: skip
                 for run in recorded.chained:  # load them while the transaction is open
                     successors.append((run, await self._load_in(session, run)))
@@ -388,13 +400,18 @@ class Worker:
 
     async def _while_unreachable(self, attempt: Callable[[], Awaitable[_T]]) -> _T:
         """``attempt()``, again while the database is unreachable (a restart, a failover), for
-        about as long as this worker's lease on the step lasts."""
+        about as long as this worker's lease on the step lasts, and at once when it lost a
+        deadlock (each attempt is a whole transaction)."""
         deadline = time.monotonic() + self.config.lease_seconds
         delay = 0.2
         while True:
             try:
                 return await attempt()
             except Exception as exc:
+                if is_conflict(exc) and time.monotonic() < deadline:  # lost a deadlock: again
+                    log.info("transaction aborted by a conflict; retrying")
+                    await asyncio.sleep(random.uniform(0.001, 0.02))  # noqa: S311 - backoff
+                    continue
                 if not is_disconnect(exc) or time.monotonic() + delay > deadline:
                     raise
                 log.warning("database unavailable (%s); retrying in %.1fs", exc, delay)
@@ -431,7 +448,14 @@ async def _saved_agent(session: Any, workflow_id: uuid.UUID, step: Any) -> Saved
             .where(WorkflowStepRow.workflow_id == workflow_id, WorkflowStepRow.step_key == step.key)
         )
     ).scalar_one_or_none()
-    return SavedAgent(row.type, row.config) if row is not None else None
+    if row is None:
+        return None
+    limits = Limits(max_execution_seconds=row.max_execution_time, max_memory_mb=row.max_memory_mb)
+    return SavedAgent(row.type, row.config, limits)
+
+
+def _no_keyring() -> Keyring:
+    raise RuntimeError("this worker was started without the credential keys")
 
 
 async def stop_quietly(task: asyncio.Task[None], stop: asyncio.Event) -> None:

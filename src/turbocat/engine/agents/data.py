@@ -16,6 +16,7 @@ from jmespath.exceptions import JMESPathError
 
 from turbocat.domain.agents import DataConfig, DataOperation
 from turbocat.domain.expressions import JSONValue, compile_template, render_value
+from turbocat.engine.agents.base import AgentError, Invocation
 
 
 class DataStepError(Exception):
@@ -99,3 +100,11 @@ def run(
     if spec.mapping is not None:
         value = render_value(spec.mapping, context)
     return value
+
+
+async def invoke(call: Invocation) -> JSONValue:
+    """The runtime entry point (see agents/base.py)."""
+    try:
+        return run(call.config, call.inputs, call.context)
+    except DataStepError as exc:
+        raise AgentError("data_error", str(exc)) from None
