@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from turbocat.api.middleware import ConflictRetryMiddleware
 
@@ -17,7 +17,7 @@ class Plain(Exception):
     pass
 
 
-def app_failing(times: int, error: type[Exception], seen: list[bytes]):  # noqa: ANN201
+def app_failing(times: int, error: type[Exception], seen: list[bytes]) -> ASGIApp:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         message = await receive()
         seen.append(message.get("body", b""))
