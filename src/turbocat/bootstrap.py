@@ -46,7 +46,7 @@ class AppContext:
         )
         return Worker(
             self.db, config, clock=self.clock, notifier=self.notifier, plans=self.plans,
-            keyring=self.keyring.get,
+            keyring=self.keyring.get, runtime_settings=self.settings.runtimes,
         )  # fmt: skip
 
     @classmethod

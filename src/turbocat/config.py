@@ -118,6 +118,26 @@ class EngineSettings(BaseModel):
     """How often an idle worker looks for work made ready by other processes."""
 
 
+class CodeRuntimeSettings(BaseModel):
+    """The ``code`` agent kind: user Python in a separate, limited process."""
+
+
+class HttpRuntimeSettings(BaseModel):
+    """The ``api`` agent kind: outbound HTTP requests."""
+
+
+class LlmRuntimeSettings(BaseModel):
+    """The ``llm`` agent kind: chat completions."""
+
+
+class RuntimeSettings(BaseModel):
+    """How the agent kinds run (read by workers)."""
+
+    code: CodeRuntimeSettings = Field(default_factory=CodeRuntimeSettings)
+    http: HttpRuntimeSettings = Field(default_factory=HttpRuntimeSettings)
+    llm: LlmRuntimeSettings = Field(default_factory=LlmRuntimeSettings)
+
+
 class Settings(BaseSettings):
     """All of turbocat's settings."""
 
@@ -141,6 +161,7 @@ class Settings(BaseSettings):
     """Limits per plan (seed 004 defaults)."""
     definitions: DefinitionLimitSettings = Field(default_factory=DefinitionLimitSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
+    runtimes: RuntimeSettings = Field(default_factory=RuntimeSettings)
     secret_key_file: Path | None = None
     """File holding the credential encryption keys; default $TURBOCAT_HOME/secret-keys.json."""
 

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from turbocat.config import RuntimeSettings
 from turbocat.domain.definitions import AgentStep, AnyStep, ConditionStep, WaitStep
 from turbocat.domain.enums import AgentType
 from turbocat.domain.errors import ValidationFailed
@@ -72,6 +73,7 @@ class StepCall:
     idempotency_key: str
     attempt: int = 1
     services: base.Services = field(default_factory=RecordingServices)
+    settings: RuntimeSettings = field(default_factory=RuntimeSettings)
 
 
 def _truthy(value: JSONValue) -> bool:
@@ -138,6 +140,7 @@ async def _agent(
         idempotency_key=call.idempotency_key, execution_id=call.execution_id,
         organization_id=call.organization_id, step_key=step.key, attempt=call.attempt,
         limits=limits, timeout_seconds=None if step.timeout_ms is None else step.timeout_ms / 1000,
+        settings=call.settings,
     )  # fmt: skip
     try:
         return StepOutcome(output=await runtime(invocation), rendered_input=inputs)

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from sqlalchemy import select, update
 
 import turbocat
+from turbocat.config import RuntimeSettings
 from turbocat.db import signals
 from turbocat.db.engine import Database, TenantContext, is_conflict, is_disconnect
 from turbocat.db.models import (
@@ -89,8 +90,10 @@ class Worker:
         notifier: Notifier | None = None,
         plans: PlanCache | None = None,
         keyring: Callable[[], Keyring] | None = None,
+        runtime_settings: RuntimeSettings | None = None,
     ) -> None:
         self.db = db
+        self.runtime_settings = runtime_settings or RuntimeSettings()
         self.keyring = keyring or _no_keyring
         self.config = config
         self.clock = clock
@@ -331,8 +334,9 @@ class Worker:
         run_id, claimed = run.id, (run.execution_id, run.started_at)
         services = StepServices(self.db, self.keyring, run.organization_id, self.clock)
         call = StepCall(
-            run.execution_id, run.organization_id, run.idempotency_key, run.attempt, services
-        )
+            run.execution_id, run.organization_id, run.idempotency_key, run.attempt, services,
+            self.runtime_settings,
+        )  # fmt: skip
         task = asyncio.create_task(self._execute(run_id, run.lease_epoch, loaded, claimed, call))
         self._tasks.add(task)
         self._running[run_id] = task

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from turbocat.config import RuntimeSettings
 from turbocat.domain.enums import LogLevel
 from turbocat.domain.expressions import JSONValue
 
@@ -114,6 +115,8 @@ class Invocation:
     timeout_seconds: float | None = None
     """The step's timeout_ms, when set: the runner cancels the work after it; runtimes that
     run outside this process (code) enforce it there too."""
+    settings: RuntimeSettings = field(default_factory=RuntimeSettings)
+    """The operator's settings for the agent kinds (``[runtimes.*]``)."""
 
 
 @dataclass
