@@ -13,6 +13,7 @@ from turbocat.engine.plan import PlanCache
 from turbocat.engine.worker import Notifier, Worker, WorkerConfig
 from turbocat.security.crypto import KeyringSource
 from turbocat.security.passwords import PasswordHasher
+from turbocat.services.events import Dispatcher
 from turbocat.services.key_usage import KeyUsageBuffer
 
 
@@ -35,6 +36,8 @@ class AppContext:
     notifier: Notifier = field(default_factory=Notifier)
     """Wakes this process's worker when a commit made steps ready."""
     plans: PlanCache = field(default_factory=PlanCache)
+    events: Notifier = field(default_factory=Notifier)
+    """Wakes this process's event dispatcher when a commit published an event."""
 
     def worker(self, config: WorkerConfig | None = None) -> Worker:
         engine = self.settings.engine
@@ -47,6 +50,15 @@ class AppContext:
         return Worker(
             self.db, config, clock=self.clock, notifier=self.notifier, plans=self.plans,
             keyring=self.keyring.get, runtime_settings=self.settings.runtimes,
+        )  # fmt: skip
+
+    def dispatcher(self) -> Dispatcher:
+        """The event dispatcher that runs beside a worker (``services.events``)."""
+        triggers = self.settings.triggers
+        return Dispatcher(
+            self.db, plans=self.plans, notify=self.notifier.notify, clock=self.clock,
+            max_depth=triggers.event_max_depth, poll_seconds=triggers.event_poll_seconds,
+            wake=self.events,
         )  # fmt: skip
 
     @classmethod

@@ -118,6 +118,23 @@ class EngineSettings(BaseModel):
     """How often an idle worker looks for work made ready by other processes."""
 
 
+class TriggerSettings(BaseModel):
+    """API runs that wait, webhooks and events."""
+
+    max_wait_seconds: float = Field(default=300.0, gt=0)
+    """Longest a request may wait for an execution's output (``?wait=``, waiting webhooks)."""
+    webhook_max_body_bytes: int = Field(default=262_144, ge=1024)
+    """Largest webhook body accepted (413 beyond it, nothing written)."""
+    webhook_tolerance_seconds: int = Field(default=300, ge=1)
+    """How far a signed webhook's timestamp may be from the server's clock."""
+    webhook_secret_grace_seconds: int = Field(default=86_400, ge=0)
+    """How long a replaced signing secret still verifies after a rotation."""
+    event_max_depth: int = Field(default=8, ge=1)
+    """Event chains longer than this (a workflow triggering itself) start nothing more."""
+    event_poll_seconds: float = Field(default=0.5, gt=0)
+    """How often a worker looks for undispatched events."""
+
+
 class CodeRuntimeSettings(BaseModel):
     """The ``code`` agent kind: user Python in a separate, limited process."""
 
@@ -162,6 +179,7 @@ class Settings(BaseSettings):
     definitions: DefinitionLimitSettings = Field(default_factory=DefinitionLimitSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     runtimes: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    triggers: TriggerSettings = Field(default_factory=TriggerSettings)
     secret_key_file: Path | None = None
     """File holding the credential encryption keys; default $TURBOCAT_HOME/secret-keys.json."""
 

@@ -86,12 +86,19 @@ def create_app(
             if embedded_worker
             else None
         )
+        dispatcher = (
+            asyncio.create_task(ctx.dispatcher().run(stop_worker), name="event-dispatcher")
+            if embedded_worker
+            else None
+        )
         try:
             yield
         finally:
             stop_worker.set()
             if worker is not None:
                 await worker
+            if dispatcher is not None:
+                await dispatcher
             flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher

@@ -32,6 +32,9 @@ _STATUS: list[tuple[type[errors.TurbocatError], int]] = [
     (errors.QuotaExceeded, 403),
     (errors.RateLimited, 429),
     (errors.FeatureDisabled, 403),
+    (errors.PayloadTooLarge, 413),
+    (errors.UnsupportedMediaType, 415),
+    (errors.SignatureRejected, 401),
 ]
 
 

@@ -54,7 +54,8 @@ def worker(
             f"with {config.concurrency} slots; Ctrl-C stops it after running steps finish"
         )
         try:
-            await ctx.worker(config).run(stop)
+            # Events are dispatched by every worker; each event starts a subscriber once.
+            await asyncio.gather(ctx.worker(config).run(stop), ctx.dispatcher().run(stop))
         finally:
             await ctx.close()
 

@@ -110,3 +110,27 @@ class RateLimited(TurbocatError):
 class FeatureDisabled(TurbocatError):
     title = "Disabled"
     code = "disabled"
+
+
+class IdempotencyMismatch(Conflict):
+    """An idempotency key (or webhook delivery id) reused for a different request."""
+
+    title = "Idempotency key reused"
+    code = "idempotency_key_reused"
+
+
+class PayloadTooLarge(TurbocatError):
+    title = "Payload too large"
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(TurbocatError):
+    title = "Unsupported media type"
+    code = "unsupported_media_type"
+
+
+class SignatureRejected(TurbocatError):
+    """A signed request (webhook) whose signature is missing, wrong, stale or replayed."""
+
+    title = "Signature rejected"
+    code = "invalid_signature"

@@ -38,6 +38,7 @@ from turbocat.engine.plan import Plan, PlanCache
 from turbocat.engine.platform import LogLine
 from turbocat.engine.queues import within_activity_limits
 from turbocat.engine.runner import StepFailure, StepOutcome
+from turbocat.services import outbox
 
 S = StepStatus
 DEFAULT_RETRY_ON_ERROR_RETRY = Retry(count=3)
@@ -898,7 +899,9 @@ async def _finish(
 
 
 async def _count(session: AsyncSession, execution: ExecutionRow, now: dt.datetime) -> None:
-    """Workflow counters, updated atomically in the finishing transaction."""
+    """Workflow counters, updated atomically in the finishing transaction; and the
+    ``execution.<status>`` event in the outbox (every end passes here exactly once)."""
+    outbox.execution_ended(session, execution, now)
     ok = execution.status == ExecutionStatus.COMPLETED
     failed = execution.status in (ExecutionStatus.FAILED, ExecutionStatus.TIMEOUT)
     duration = execution.duration_ms or 0

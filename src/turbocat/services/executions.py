@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from turbocat.db.engine import after_commit
@@ -24,7 +25,7 @@ from turbocat.domain.enums import (
     TriggerType,
     WorkflowStatus,
 )
-from turbocat.domain.errors import Conflict, NotFound
+from turbocat.domain.errors import Conflict, IdempotencyMismatch, NotFound
 from turbocat.domain.expressions import compile_template
 from turbocat.domain.jsonschemas import validate_instance
 from turbocat.engine import admission, frames, store, work_items
@@ -57,24 +58,71 @@ async def start(
     plans: PlanCache,
     notify: Callable[[], None],
     now: dt.datetime,
+    idempotency_key: str | None = None,
 ) -> ExecutionRow:
     """Create an execution of this exact version. It runs at once (its first steps are ready)
     unless the workflow already runs its ``max_concurrent_executions``: then it waits as
-    ``pending`` and starts, in order, when a running one ends."""
+    ``pending`` and starts, in order, when a running one ends.
+
+    With ``idempotency_key``, a second call with the same key and the same input returns the
+    first execution (``Started.created`` false) and one with another input is refused (409)."""
     principal.require_access("executions", write=True)
     workflow = await workflows.get(session, principal, workflow_id)
     if workflow.organization_id != principal.organization_id:
         raise NotFound("workflow", workflow_id)
+    started = await launch(
+        session, workflow, input_data=input_data, trigger_type=trigger_type,
+        trigger_data=trigger_data, plans=plans, notify=notify, now=now,
+        user_id=principal.user_id, api_key_id=principal.api_key_id,
+        idempotency_key=idempotency_key,
+    )  # fmt: skip
+    return started.execution
+
+
+@dataclass(frozen=True)
+class Started:
+    execution: ExecutionRow
+    created: bool
+    """False when an earlier call with the same idempotency key made it."""
+
+
+async def launch(
+    session: AsyncSession,
+    workflow: WorkflowRow,
+    *,
+    input_data: dict[str, Any],
+    trigger_type: TriggerType,
+    trigger_data: dict[str, Any] | None,
+    plans: PlanCache,
+    notify: Callable[[], None],
+    now: dt.datetime,
+    user_id: uuid.UUID | None = None,
+    api_key_id: uuid.UUID | None = None,
+    idempotency_key: str | None = None,
+    input_path: tuple[str | int, ...] = ("body", "input"),
+) -> Started:
+    """Start ``workflow`` (a version row the caller may run) for whoever the caller vouches
+    for: a request, a webhook, an event, a schedule. Checks the status and the input schema
+    before writing anything.
+
+    ``idempotency_key`` is unique per (organization, workflow version): the same key with the
+    same input returns the existing execution; another input is a 409. Two concurrent calls
+    with one key make one execution: the loser's insert fails on the unique index inside a
+    savepoint and it returns the winner's row."""
     if workflow.status not in RUNNABLE:
         raise Conflict(f"a {workflow.status.value} workflow cannot be run; activate it first")
     plan = await plans.load(session, workflow)
     if plan.definition.inputs:
-        validate_instance(input_data, plan.definition.inputs, ("body", "input"))
+        validate_instance(input_data, plan.definition.inputs, input_path)
+    if idempotency_key is not None:
+        earlier = await _by_key(session, workflow, idempotency_key)
+        if earlier is not None:
+            return Started(_same_request(earlier, input_data), created=False)
     execution = ExecutionRow(
-        organization_id=principal.organization_id,
+        organization_id=workflow.organization_id,
         workflow_id=workflow.id,
-        user_id=principal.user_id,
-        api_key_id=principal.api_key_id,
+        user_id=user_id,
+        api_key_id=api_key_id,
         status=ExecutionStatus.PENDING,
         trigger_type=trigger_type,
         trigger_data=trigger_data or {},
@@ -82,19 +130,51 @@ async def start(
         output_data={},
         steps_total=0,
         task_queue=plan.task_queue,
+        idempotency_key=idempotency_key,
         created_at=now,
         updated_at=now,
     )
     runs_now = await admission.may_start(session, workflow, plan.task_queue)
-    session.add(execution)
-    await session.flush()
+    if idempotency_key is None:
+        session.add(execution)
+        await session.flush()
+    else:
+        try:
+            async with session.begin_nested():
+                session.add(execution)
+                await session.flush()
+        except IntegrityError:
+            # A concurrent call with the same key committed first (PostgreSQL made this
+            # insert wait for it): answer with its execution.
+            earlier = await _by_key(session, workflow, idempotency_key)
+            if earlier is None:
+                raise
+            return Started(_same_request(earlier, input_data), created=False)
     if runs_now:
         await store.begin(session, execution, workflow, plan, now)
     else:
         store.log(session, execution, "queued: the workflow runs its maximum of "
                   f"{workflow.max_concurrent_executions} executions at once", now)  # fmt: skip
     after_commit(session, notify)
-    return execution
+    return Started(execution, created=True)
+
+
+async def _by_key(session: AsyncSession, workflow: WorkflowRow, key: str) -> ExecutionRow | None:
+    stmt = select(ExecutionRow).where(
+        ExecutionRow.organization_id == workflow.organization_id,
+        ExecutionRow.workflow_id == workflow.id,
+        ExecutionRow.idempotency_key == key,
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+def _same_request(earlier: ExecutionRow, input_data: dict[str, Any]) -> ExecutionRow:
+    if earlier.input_data != input_data:
+        raise IdempotencyMismatch(
+            "this Idempotency-Key was already used with a different request body "
+            f"(execution {earlier.id}); use a new key for a new request"
+        )
+    return earlier
 
 
 RERUNNABLE = (ExecutionStatus.FAILED, ExecutionStatus.TIMEOUT, ExecutionStatus.CANCELLED)

@@ -1,0 +1,252 @@
+"""Events: custom ones published through the API, and the dispatcher that starts the workflows
+subscribed to each event (``trigger_config.events``), once per event and subscriber.
+
+Delivery is at least once to the dispatcher and exactly once per subscriber: every start carries
+the idempotency key ``event:<event id>``, unique per (organization, workflow version), so two
+dispatchers (two workers on PostgreSQL) racing on one event start one execution. An event chain
+is bounded: an execution started by an event of depth *d* has depth *d* + 1 and the events it
+causes carry it; past ``max_depth`` nothing more starts (a workflow triggering itself stops).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from turbocat.db.engine import Database, TenantContext
+from turbocat.db.models import EventRow, WorkflowRow
+from turbocat.domain import events
+from turbocat.domain.access import Principal
+from turbocat.domain.enums import TriggerType, WorkflowStatus
+from turbocat.domain.errors import TurbocatError, ValidationFailed
+from turbocat.engine.plan import PlanCache
+from turbocat.engine.worker import Notifier
+from turbocat.services import executions, outbox, versions
+
+log = logging.getLogger("turbocat.events")
+
+SYSTEM = TenantContext(system=True)
+MAX_ATTEMPTS = 5
+"""An event whose dispatch keeps failing is given up (``last_error`` says why) after this."""
+
+
+async def publish(
+    session: AsyncSession,
+    principal: Principal,
+    name: str,
+    payload: dict[str, Any],
+    *,
+    now: dt.datetime,
+) -> EventRow:
+    """A custom event of the caller's organization; platform names are refused."""
+    principal.require_access("events", write=True)
+    reason = events.check_name(name)
+    if reason is not None:
+        raise ValidationFailed.field(("body", "name"), reason)
+    row = outbox.emit(session, principal.organization_id, name, payload, now)
+    await session.flush()
+    return row
+
+
+@dataclass
+class Dispatched:
+    events: int = 0
+    started: int = 0
+    stopped_by_depth: int = 0
+
+
+@dataclass(frozen=True)
+class _Subscription:
+    workflow: WorkflowRow
+    filter: str | None
+
+
+async def _subscribers(session: AsyncSession, event: EventRow) -> list[_Subscription]:
+    """Active workflows (their latest version) with a subscription matching the event."""
+    stmt = select(WorkflowRow).where(
+        WorkflowRow.organization_id == event.organization_id,
+        WorkflowRow.status == WorkflowStatus.ACTIVE,
+        versions.is_latest(WorkflowRow),
+    )
+    found = []
+    for workflow in (await session.execute(stmt)).scalars():
+        for sub in (workflow.trigger_config or {}).get("events", []):
+            if events.matches(str(sub.get("pattern", "")), event.name):
+                found.append(_Subscription(workflow, sub.get("filter")))
+                break
+    return found
+
+
+def _event_doc(event: EventRow) -> dict[str, Any]:
+    return {
+        "id": str(event.id),
+        "name": event.name,
+        "payload": event.payload,
+        "depth": _depth(event),
+        "created_at": event.created_at.isoformat(),
+    }
+
+
+def _depth(event: EventRow) -> int:
+    """Platform events carry the depth of what caused them; a custom event starts a chain."""
+    if event.name.startswith(events.PLATFORM_PREFIXES):
+        return events.depth_of(event.payload)
+    return 0
+
+
+async def dispatch_one(
+    session: AsyncSession,
+    event_id: uuid.UUID,
+    *,
+    plans: PlanCache,
+    notify: Callable[[], None],
+    max_depth: int,
+    now: dt.datetime,
+    report: Dispatched,
+) -> None:
+    """Start every subscriber of one event and mark it processed, in one transaction."""
+    stmt = select(EventRow).where(EventRow.id == event_id, EventRow.processed_at.is_(None))
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    event = (await session.execute(stmt)).scalar_one_or_none()
+    if event is None:  # another dispatcher has it, or had it
+        return
+    report.events += 1
+    event.processed_at = now
+    doc = _event_doc(event)
+    depth = doc["depth"] + 1
+    for sub in await _subscribers(session, event):
+        if not events.passes(sub.filter, doc):
+            continue
+        if depth > max_depth:
+            report.stopped_by_depth += 1
+            log.warning(
+                "event %s (%s) not delivered to workflow %s: the event chain reached the depth "
+                "limit of %d (a workflow triggering itself?)",
+                event.id, event.name, sub.workflow.id, max_depth,
+            )  # fmt: skip
+            continue
+        try:
+            started = await executions.launch(
+                session, sub.workflow, input_data=_input(event.payload),
+                trigger_type=TriggerType.EVENT, trigger_data={"event": doc, "depth": depth},
+                plans=plans, notify=notify, now=now, idempotency_key=f"event:{event.id}",
+                input_path=("event", "payload"),
+            )  # fmt: skip
+        except TurbocatError as exc:  # the workflow cannot take this event: the others can
+            log.warning("event %s not delivered to workflow %s: %s", event.id, sub.workflow.id, exc)
+            continue
+        report.started += int(started.created)
+
+
+def _input(payload: Any) -> dict[str, Any]:
+    return dict(payload) if isinstance(payload, dict) else {"payload": payload}
+
+
+async def dispatch_pending(
+    db: Database,
+    *,
+    plans: PlanCache,
+    notify: Callable[[], None],
+    max_depth: int,
+    now: dt.datetime,
+    limit: int = 100,
+) -> Dispatched:
+    """Dispatch up to ``limit`` undispatched events, oldest first, one transaction each."""
+    report = Dispatched()
+    async with db.transaction(SYSTEM, readonly=True) as session:
+        pending = (
+            await session.execute(
+                select(EventRow.id)
+                .where(EventRow.processed_at.is_(None))
+                .order_by(EventRow.created_at, EventRow.id)
+                .limit(limit)
+            )
+        ).scalars().all()  # fmt: skip
+    for event_id in pending:
+        try:
+            async with db.transaction(SYSTEM) as session:
+                await dispatch_one(
+                    session, event_id, plans=plans, notify=notify, max_depth=max_depth,
+                    now=now, report=report,
+                )  # fmt: skip
+        except Exception as exc:
+            log.exception("dispatching event %s failed", event_id)
+            await _record_failure(db, event_id, exc, now)
+    return report
+
+
+async def _record_failure(
+    db: Database, event_id: uuid.UUID, exc: Exception, now: dt.datetime
+) -> None:
+    with contextlib.suppress(Exception):  # the database itself may be what fails
+        async with db.transaction(SYSTEM) as session:
+            event = await session.get(EventRow, event_id)
+            if event is None or event.processed_at is not None:
+                return
+            event.attempts += 1
+            event.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+            if event.attempts >= MAX_ATTEMPTS:
+                event.processed_at = now
+
+
+class Dispatcher:
+    """The loop a worker process runs beside its worker: dispatch, then sleep ``poll_seconds``
+    (or until ``wake`` is notified after a local commit that published an event)."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        plans: PlanCache,
+        notify: Callable[[], None],
+        clock: Callable[[], dt.datetime],
+        max_depth: int,
+        poll_seconds: float,
+        wake: Notifier,
+    ) -> None:
+        self.db = db
+        self.plans = plans
+        self.notify = notify
+        self.clock = clock
+        self.max_depth = max_depth
+        self.poll_seconds = poll_seconds
+        self._wake = wake
+
+    async def run_once(self) -> Dispatched:
+        return await dispatch_pending(
+            self.db, plans=self.plans, notify=self.notify, max_depth=self.max_depth,
+            now=self.clock(),
+        )  # fmt: skip
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                report = await self.run_once()
+                if report.started or report.stopped_by_depth:
+                    log.info(
+                        "dispatched %d events: %d executions started, %d stopped by depth",
+                        report.events, report.started, report.stopped_by_depth,
+                    )  # fmt: skip
+            except Exception:
+                log.exception("event dispatch failed; retrying")
+            self._wake.event.clear()
+            stopping = asyncio.ensure_future(stop.wait())
+            waking = asyncio.ensure_future(self._wake.event.wait())
+            try:
+                await asyncio.wait(
+                    {stopping, waking}, timeout=self.poll_seconds,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )  # fmt: skip
+            finally:
+                for task in (stopping, waking):
+                    task.cancel()
