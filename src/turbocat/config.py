@@ -21,6 +21,7 @@ from pydantic_settings import (
 )
 
 from turbocat.domain.enums import Plan
+from turbocat.domain.netpolicy import parse_entries
 from turbocat.domain.plans import DEFAULT_LIMITS, PlanLimits
 
 
@@ -140,7 +141,36 @@ class CodeRuntimeSettings(BaseModel):
 
 
 class HttpRuntimeSettings(BaseModel):
-    """The ``api`` agent kind: outbound HTTP requests."""
+    """The ``api`` agent kind: outbound HTTP requests.
+
+    In TOML, ``[runtimes.http]`` with ``allow = ["10.1.2.0/24", "intranet.example.com"]``; in
+    the environment, ``TURBOCAT_RUNTIMES__HTTP__ALLOW='["127.0.0.1/32"]'`` (a JSON list).
+    """
+
+    ssrf_protection: bool = True
+    """Refuse requests to loopback, private, link-local, CGNAT, metadata and other non-public
+    addresses (checked after DNS resolution and on every redirect). Turn off only where every
+    workflow author is trusted with the network the workers sit in."""
+    allow: list[str] = Field(default_factory=list)
+    """Destinations permitted despite the SSRF rules: networks (``127.0.0.1/32``,
+    ``fd00::/8``) or host names (``intranet.example.com``, ``*.corp.example.com``). An allowed
+    name permits its resolved addresses except cloud metadata ones; only a network permits
+    those."""
+    deny: list[str] = Field(default_factory=list)
+    """Destinations always refused, even public ones and even with ``ssrf_protection`` off
+    (e.g. the platform's own public address); deny wins over allow."""
+    max_response_bytes: int = Field(default=100 * 1024 * 1024, ge=1024)
+    """Ceiling on any agent's ``max_response_bytes`` (decompressed body size)."""
+    max_retry_after_seconds: float = Field(default=3600.0, ge=0)
+    """A server's Retry-After longer than this is shortened to it."""
+    user_agent: str = Field(default="turbocat", min_length=1, max_length=200)
+    """User-Agent sent unless the agent config sets one."""
+
+    @field_validator("allow", "deny", mode="after")
+    @classmethod
+    def _entries(cls, value: list[str]) -> list[str]:
+        parse_entries(value)  # raises ValueError naming the bad entry
+        return value
 
 
 class LlmRuntimeSettings(BaseModel):
