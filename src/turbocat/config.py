@@ -137,7 +137,43 @@ class TriggerSettings(BaseModel):
 
 
 class CodeRuntimeSettings(BaseModel):
-    """The ``code`` agent kind: user Python in a separate, limited process."""
+    """The ``code`` agent kind: user Python in a separate, limited process (docs/agents.md)."""
+
+    allow_degraded: bool = False
+    """Run code steps even where no separate uid is possible (the worker is not root) or
+    libseccomp is missing. The rlimits still apply but user code then runs as the worker's
+    user: not a security boundary, for single-user machines only."""
+    python: str | None = None
+    """Interpreter for user code (default: the worker's own). Only its standard library is
+    importable: it starts isolated, without site-packages."""
+    uid_first: int = Field(default=1_500_000, ge=1)
+    uid_count: int = Field(default=4096, ge=1)
+    """Each running code step gets its own uid (and gid) from [uid_first, uid_first+uid_count):
+    no passwd entry needed, so concurrent steps cannot signal each other and the process limit
+    is per step. Pick a range no real user or container mapping uses."""
+    state_dir: Path | None = None
+    """Where the uid locks are kept (root-only); default a folder in the system temp dir."""
+    workdir_root: Path | None = None
+    """Where each step's private working directory is made; default the system temp dir."""
+    default_max_execution_seconds: float = Field(default=30.0, gt=0, le=86_400)
+    """CPU seconds for code without an agent limit (inline components); the wall-clock limit
+    is this plus ``wall_clock_margin_seconds``, or the step's timeout when smaller."""
+    default_max_memory_mb: int = Field(default=256, ge=32, le=65_536)
+    """Address space of the process (RLIMIT_AS) for code without an agent limit."""
+    wall_clock_margin_seconds: float = Field(default=2.0, ge=0)
+    """Added to the CPU limit for the wall clock (start-up, waiting on I/O)."""
+    max_processes: int = Field(default=8, ge=1, le=4096)
+    """Processes and threads the step's uid may have (RLIMIT_NPROC)."""
+    max_open_files: int = Field(default=64, ge=16, le=65_536)
+    max_file_size_mb: int = Field(default=16, ge=1)
+    """Largest file the code may write (RLIMIT_FSIZE)."""
+    max_output_bytes: int = Field(default=64 * 1024, ge=1024)
+    """Bytes of stdout and of stderr kept for the step's logs; the rest is counted, not kept."""
+    max_result_bytes: int = Field(default=1024 * 1024, ge=1024)
+    """Largest JSON result main may return."""
+    allow_network: bool = False
+    """Let user code open sockets. Off by default: a code step could otherwise reach the
+    database and internal services without the api kind's SSRF checks."""
 
 
 class HttpRuntimeSettings(BaseModel):
