@@ -212,6 +212,23 @@ class HttpRuntimeSettings(BaseModel):
 class LlmRuntimeSettings(BaseModel):
     """The ``llm`` agent kind: chat completions."""
 
+    openai_base_url: str = "https://api.openai.com/v1"
+    """Base URL of provider ``openai`` when neither the step nor its integration names one."""
+    anthropic_base_url: str = "https://api.anthropic.com"
+    """Base URL of provider ``anthropic`` when neither the step nor its integration names one."""
+    anthropic_version: str = "2023-06-01"
+    """``anthropic-version`` header, unless the integration's settings give another."""
+    anthropic_max_tokens: int = Field(default=4096, ge=1)
+    """``max_tokens`` sent to Anthropic (where it is required) when the step sets none."""
+    schema_retries: int = Field(default=2, ge=0, le=10)
+    """Times a reply that does not satisfy ``response_schema`` is asked for again, with the
+    validation error, before the step fails."""
+    stream_log_chars: int = Field(default=400, ge=1)
+    """Streamed text is written to the execution's logs in lines of about this many characters
+    (or what arrived within ``stream_log_seconds``), not one line per token."""
+    stream_log_seconds: float = Field(default=1.0, gt=0)
+    """Longest streamed text waits before it is written to the logs as a line."""
+
 
 class RuntimeSettings(BaseModel):
     """How the agent kinds run (read by workers)."""

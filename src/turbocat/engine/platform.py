@@ -14,12 +14,27 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import or_, select
+
 from turbocat.db.engine import Database, TenantContext
-from turbocat.domain.enums import LogLevel
+from turbocat.db.models import AgentPromptRow, AgentRow
+from turbocat.domain.enums import AgentStatus, LogLevel, Visibility
 from turbocat.domain.errors import TurbocatError
-from turbocat.engine.agents.base import AgentError, Credential, Usage
+from turbocat.domain.expressions import JSONValue
+from turbocat.engine.agents.base import (
+    AgentError,
+    Credential,
+    Invocation,
+    Limits,
+    PromptSource,
+    RenderedPrompt,
+    ToolTarget,
+    Usage,
+    render_prompt,
+    run_agent_tool,
+)
 from turbocat.security.crypto import Keyring
-from turbocat.services import integrations
+from turbocat.services import integrations, versions
 
 MAX_BUFFERED_LINES = 2_000
 """Log lines one step run may write; past this one line says how many were dropped."""
@@ -68,6 +83,64 @@ class StepServices:
 
     def record_usage(self, usage: Usage) -> None:
         self.usage.append(usage)
+
+    async def prompt(self, prompt_id: uuid.UUID, variables: Mapping[str, Any]) -> RenderedPrompt:
+        async with self.db.transaction(self._tenant, readonly=True) as session:
+            row = (
+                await session.execute(
+                    select(AgentPromptRow).where(
+                        AgentPromptRow.id == prompt_id,
+                        or_(
+                            AgentPromptRow.organization_id == self.organization_id,
+                            AgentPromptRow.organization_id.is_(None),
+                            AgentPromptRow.visibility == Visibility.PUBLIC,
+                        ),
+                    )
+                )
+            ).scalar_one_or_none()
+            if row is None:
+                raise AgentError("prompt_unavailable", f"prompt {prompt_id} no longer exists")
+            source = PromptSource(
+                row.prompt_content, dict(row.prompt_variables or {}), row.model_name,
+                row.model_provider, dict(row.parameters or {}),
+            )  # fmt: skip
+        return render_prompt(source, variables)
+
+    async def tool(self, type: str, ref: str) -> ToolTarget:
+        if type != "agent":  # child executions arrive with the workflow kind
+            raise AgentError(
+                "tool_unavailable", f"workflow {ref!r}: workflows as tools are not available yet"
+            )
+        try:
+            ident: uuid.UUID | None = uuid.UUID(ref)
+        except ValueError:
+            ident = None
+        stmt = select(AgentRow).where(
+            AgentRow.organization_id == self.organization_id, AgentRow.deleted_at.is_(None)
+        )
+        if ident is not None:
+            stmt = stmt.where(AgentRow.id == ident)
+        else:
+            stmt = stmt.where(AgentRow.name == ref, versions.is_latest(AgentRow))
+        async with self.db.transaction(self._tenant, readonly=True) as session:
+            row = (await session.execute(stmt.limit(1))).scalar_one_or_none()
+            if row is None or row.status == AgentStatus.ARCHIVED:
+                raise AgentError("tool_unavailable", f"agent {ref!r} is not available as a tool")
+            return ToolTarget(
+                type="agent", ref=ref, name=row.name, description=row.description or "",
+                parameters=dict(row.parameters or {}), kind=str(row.type.value),
+                config=dict(row.config),
+                limits=Limits(row.max_execution_time, row.max_memory_mb),
+            )  # fmt: skip
+
+    async def run_tool(
+        self, target: ToolTarget, arguments: dict[str, JSONValue], parent: Invocation, call_id: str
+    ) -> JSONValue:
+        return await run_agent_tool(target, arguments, parent, call_id)
+
+    @property
+    def _tenant(self) -> TenantContext:
+        return TenantContext(organization_id=self.organization_id)
 
     def drain(self) -> list[LogLine]:
         """The buffered lines (and a note of any dropped), emptying the buffer."""

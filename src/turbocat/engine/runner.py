@@ -19,11 +19,13 @@ from turbocat.domain.definitions import AgentStep, AnyStep, ConditionStep, WaitS
 from turbocat.domain.enums import AgentType
 from turbocat.domain.errors import ValidationFailed
 from turbocat.domain.expressions import JSONValue, compile_template, render_value
-from turbocat.engine.agents import base, code, data, http
+from turbocat.engine.agents import base, code, data, http, llm
 from turbocat.engine.agents.base import AgentError, Invocation, Limits, RecordingServices
 
 Runtime = Callable[[Invocation], Awaitable[JSONValue]]
-RUNTIMES: dict[str, Runtime] = {"data": data.invoke, "api": http.invoke, "code": code.invoke}
+RUNTIMES: dict[str, Runtime] = {
+    "data": data.invoke, "api": http.invoke, "code": code.invoke, "llm": llm.invoke,
+}  # fmt: skip
 """Agent kind -> runtime. A kind missing here fails its steps with ``runtime_unavailable``."""
 
 

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from turbocat.config import RuntimeSettings
+from turbocat.domain import prompts
 from turbocat.domain.enums import LogLevel
+from turbocat.domain.errors import ValidationFailed
 from turbocat.domain.expressions import JSONValue
 
 
@@ -70,6 +72,73 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
 
+@dataclass(frozen=True)
+class RenderedPrompt:
+    """An agent prompt's text with its variables substituted, and what it recommends."""
+
+    text: str
+    model: str | None = None
+    provider: str | None = None
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    """Model parameters of the prompt (temperature, max_tokens), below the step's own."""
+
+
+@dataclass(frozen=True)
+class PromptSource:
+    """A stored prompt as ``RecordingServices`` holds it (the worker reads agent_prompts)."""
+
+    content: str
+    variables: Mapping[str, Any] = field(default_factory=dict)
+    model: str | None = None
+    provider: str | None = None
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ToolTarget:
+    """Something an llm step may call: an agent of its organization (or, later, a workflow)."""
+
+    type: str
+    """agent | workflow"""
+    ref: str
+    name: str
+    description: str
+    parameters: Mapping[str, Any]
+    """JSON Schema of the arguments (the agent's ``parameters``; any object when it has none)."""
+    kind: str = ""
+    """The agent's kind (data, llm, ...)."""
+    config: Mapping[str, Any] = field(default_factory=dict)
+    limits: Limits = field(default_factory=lambda: Limits())
+
+
+MAX_TOOL_DEPTH = 3
+"""Agents called as tools by agents called as tools...: deeper calls fail (A calling A)."""
+
+
+async def run_agent_tool(
+    target: ToolTarget, arguments: dict[str, JSONValue], parent: Invocation, call_id: str
+) -> JSONValue:
+    """Run an agent tool inline through its kind's runtime, as a child of ``parent`` with its
+    own idempotency key (``<parent key>:tool:<call id>``) and the parent's services."""
+    from turbocat.engine.runner import RUNTIMES  # the runner imports every runtime
+
+    if parent.idempotency_key.count(":tool:") >= MAX_TOOL_DEPTH:
+        raise AgentError(
+            "tool_depth_exceeded",
+            f"tools calling tools went deeper than {MAX_TOOL_DEPTH} levels (agent {target.ref})",
+        )
+    runtime = RUNTIMES.get(target.kind)
+    if runtime is None:
+        raise AgentError(
+            "tool_unavailable", f"the {target.kind} runtime is not available in this engine"
+        )
+    child = replace(
+        parent, kind=target.kind, config=dict(target.config), inputs=arguments,
+        idempotency_key=f"{parent.idempotency_key}:tool:{call_id}", limits=target.limits,
+    )  # fmt: skip
+    return await runtime(child)
+
+
 class Services(Protocol):
     """The platform as a runtime sees it. The worker implements it over the database."""
 
@@ -83,6 +152,19 @@ class Services(Protocol):
 
     def record_usage(self, usage: Usage) -> None:
         """Count tokens against the organization's usage and the step run."""
+
+    async def prompt(self, prompt_id: uuid.UUID, variables: Mapping[str, Any]) -> RenderedPrompt:
+        """An agent prompt visible to the organization, rendered with ``variables``; raises
+        AgentError('prompt_unavailable' or 'prompt_error')."""
+
+    async def tool(self, type: str, ref: str) -> ToolTarget:
+        """The agent (by id or name) or workflow an llm step may call as a tool, looked up in
+        the execution's organization; raises AgentError('tool_unavailable')."""
+
+    async def run_tool(
+        self, target: ToolTarget, arguments: dict[str, JSONValue], parent: Invocation, call_id: str
+    ) -> JSONValue:
+        """Run ``target`` with ``arguments`` on behalf of the llm step ``parent``."""
 
 
 @dataclass(frozen=True)
@@ -127,6 +209,11 @@ class RecordingServices:
     credentials: dict[uuid.UUID, Credential] = field(default_factory=dict)
     logs: list[tuple[LogLevel, str, dict[str, Any]]] = field(default_factory=list)
     usage: list[Usage] = field(default_factory=list)
+    prompts: dict[uuid.UUID, PromptSource] = field(default_factory=dict)
+    tools: dict[str, ToolTarget] = field(default_factory=dict)
+    """By ref (id or name)."""
+    tool_calls: list[tuple[str, dict[str, JSONValue], str]] = field(default_factory=list)
+    """(ref, arguments, idempotency key) of every tool run."""
 
     async def credential(self, integration_id: uuid.UUID) -> Credential:
         found = self.credentials.get(integration_id)
@@ -141,3 +228,34 @@ class RecordingServices:
 
     def record_usage(self, usage: Usage) -> None:
         self.usage.append(usage)
+
+    async def prompt(self, prompt_id: uuid.UUID, variables: Mapping[str, Any]) -> RenderedPrompt:
+        source = self.prompts.get(prompt_id)
+        if source is None:
+            raise AgentError("prompt_unavailable", f"prompt {prompt_id} is not available")
+        return render_prompt(source, variables)
+
+    async def tool(self, type: str, ref: str) -> ToolTarget:
+        found = self.tools.get(ref)
+        if found is None or found.type != type:
+            raise AgentError("tool_unavailable", f"{type} {ref!r} is not available as a tool")
+        return found
+
+    async def run_tool(
+        self, target: ToolTarget, arguments: dict[str, JSONValue], parent: Invocation, call_id: str
+    ) -> JSONValue:
+        self.tool_calls.append((target.ref, arguments, f"{parent.idempotency_key}:tool:{call_id}"))
+        return await run_agent_tool(target, arguments, parent, call_id)
+
+
+def render_prompt(source: PromptSource, variables: Mapping[str, Any]) -> RenderedPrompt:
+    """``source`` rendered (sandboxed, see domain/prompts.py); bad variables fail the step."""
+    try:
+        text = prompts.render(
+            source.content, source.variables, variables, ("config", "prompt_variables")
+        )
+    except ValidationFailed as exc:
+        raise AgentError(
+            "prompt_error", f"the prompt could not be rendered: {exc.detail}"
+        ) from None
+    return RenderedPrompt(text, source.model, source.provider, dict(source.parameters))

@@ -1,0 +1,349 @@
+"""The ``llm`` kind: chat completions over the OpenAI-compatible or the Anthropic protocol.
+
+One step is a conversation: the system prompt (inline, or an agent prompt rendered with its
+variables), one user message (``user_prompt`` rendered over the workflow context plus ``inputs``,
+the step's inputs; default: the inputs as JSON), then model calls in a loop:
+
+- a reply asking for tools runs each tool (an agent of the organization, through
+  ``services.run_tool``) and sends the results back; at most ``max_iterations`` model calls may
+  ask for tools, a model still asking after that fails the step (``max_iterations_exceeded``);
+- with ``response_schema``, the final reply must be JSON satisfying it; a reply that does not is
+  asked for again with the validation error (``schema_retries`` times, setting), then the step
+  fails with ``llm_invalid_output`` naming the field and the schema rule.
+
+Every model call records its token usage (``services.record_usage``) and writes one log line
+with it; with ``stream`` the text is written to the execution's logs as it arrives, coalesced
+into lines. The output is ``{content, json, model, finish_reason, tool_calls, usage,
+iterations}`` (see docs/agents.md).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from jsonschema import validators
+
+from turbocat.config import LlmRuntimeSettings
+from turbocat.domain.agents import LlmConfig
+from turbocat.domain.enums import LogLevel
+from turbocat.domain.errors import ValidationFailed
+from turbocat.domain.expressions import ROOTS, ExpressionError, JSONValue, compile_template
+from turbocat.domain.expressions import render_value as render_json
+from turbocat.engine.agents.base import AgentError, Invocation, Services, ToolTarget, Usage
+from turbocat.engine.agents.providers.anthropic import AnthropicWire
+from turbocat.engine.agents.providers.common import (
+    ChatRequest,
+    Endpoint,
+    Message,
+    Reply,
+    ToolCall,
+    ToolSpec,
+    Wire,
+    exchange,
+)
+from turbocat.engine.agents.providers.openai import OpenAIWire
+
+USER_ROOTS = ROOTS | {"inputs"}
+MAX_TOOL_RESULT_CHARS = 100_000
+"""A tool's output sent back to the model is cut to this many characters of JSON."""
+ANY_OBJECT: dict[str, Any] = {"type": "object"}
+
+
+class LogStream:
+    """Streamed text into the execution's logs, a line per ``chars`` characters or per
+    ``seconds``, whichever comes first (never a line per token)."""
+
+    def __init__(self, services: Services, settings: LlmRuntimeSettings, call: int) -> None:
+        self.services, self.settings, self.call = services, settings, call
+        self.parts: list[str] = []
+        self.size = 0
+        self.since = time.monotonic()
+
+    def add(self, text: str) -> None:
+        self.parts.append(text)
+        self.size += len(text)
+        if (
+            self.size >= self.settings.stream_log_chars
+            or time.monotonic() - self.since >= self.settings.stream_log_seconds
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        if self.parts:
+            text = "".join(self.parts)
+            self.services.log(LogLevel.INFO, text, {"stream": True, "llm_call": self.call})
+        self.parts, self.size, self.since = [], 0, time.monotonic()
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def _user_message(spec: LlmConfig, call: Invocation) -> str:
+    if spec.user_prompt is None:
+        return _json_text(call.inputs)
+    scope = {**call.context, "inputs": call.inputs}
+    try:
+        rendered = compile_template(spec.user_prompt, roots=USER_ROOTS).render(scope)
+    except ExpressionError as exc:
+        raise AgentError("expression_error", f"user_prompt: {exc.detail}") from None
+    return rendered if isinstance(rendered, str) else _json_text(rendered)
+
+
+async def _endpoint(spec: LlmConfig, call: Invocation) -> Endpoint:
+    settings = call.settings.llm
+    credential = (
+        await call.services.credential(spec.integration_id) if spec.integration_id else None
+    )
+    api_key: str | None = None
+    extra: dict[str, Any] = {}
+    if credential is not None:
+        if credential.provider not in (spec.provider, "http"):
+            raise AgentError(
+                "integration_mismatch",
+                f"integration {credential.integration_id} is a {credential.provider} "
+                f"integration; this step speaks the {spec.provider} protocol",
+            )
+        secrets = credential.secrets
+        api_key = secrets.get("api_key") or secrets.get("token") or secrets.get("access_token")
+        extra = dict(credential.settings)
+    default = settings.openai_base_url if spec.provider == "openai" else settings.anthropic_base_url
+    base = str(spec.base_url or extra.get("base_url") or default).rstrip("/")
+    if urlsplit(base).scheme not in ("http", "https"):
+        raise AgentError("bad_base_url", f"base_url {base!r} is not an http(s) URL")
+    headers: dict[str, str] = {}
+    if spec.provider == "openai":
+        for name, header in (
+            ("organization", "OpenAI-Organization"),
+            ("project", "OpenAI-Project"),
+        ):
+            if extra.get(name):
+                headers[header] = str(extra[name])
+        label = f"the OpenAI-compatible server at {base}"
+    else:
+        headers["anthropic-version"] = str(
+            extra.get("anthropic_version") or settings.anthropic_version
+        )
+        label = f"Anthropic at {base}"
+    return Endpoint(base, api_key, headers, spec.integration_id, label)
+
+
+def _tool_name(target: ToolTarget, given: str | None, taken: set[str]) -> str:
+    """The name the model sees: the configured one, else the agent's name made safe."""
+    base = given or "".join(c if c.isalnum() or c in "_-" else "_" for c in target.name)[:60]
+    name, n = base or "tool", 2
+    while name in taken:
+        name, n = f"{base[:58]}_{n}", n + 1
+    taken.add(name)
+    return name
+
+
+async def _tools(spec: LlmConfig, call: Invocation) -> dict[str, tuple[ToolTarget, ToolSpec]]:
+    found: dict[str, tuple[ToolTarget, ToolSpec]] = {}
+    for tool in spec.tools:
+        target = await call.services.tool(tool.type, tool.ref)
+        name = _tool_name(target, tool.name, set(found))
+        schema = target.parameters if target.parameters.get("type") == "object" else ANY_OBJECT
+        description = tool.description or target.description or f"Runs {tool.type} {target.name}"
+        found[name] = (target, ToolSpec(name, description, schema))
+    return found
+
+
+def _parse_json(text: str) -> Any:
+    """The reply as JSON; a Markdown code fence around it is tolerated."""
+    body = text.strip()
+    if body.startswith("```"):
+        body = body.split("\n", 1)[1] if "\n" in body else ""
+        body = body.rsplit("```", 1)[0]
+    return json.loads(body)
+
+
+def _schema_problem(text: str, schema: Mapping[str, Any]) -> tuple[Any, str | None]:
+    """(parsed value, None) when ``text`` is JSON satisfying ``schema``, else (None, why)."""
+    try:
+        value = _parse_json(text)
+    except ValueError as exc:
+        return None, f"the reply is not JSON ({exc})"
+    cls = validators.validator_for(schema, default=validators.Draft202012Validator)
+    errors = sorted(cls(dict(schema)).iter_errors(value), key=lambda e: list(e.path))
+    if not errors:
+        return value, None
+    first = errors[0]
+    rule = "/".join(str(p) for p in first.schema_path)
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return None, f"at {first.json_path} (schema {rule}): {first.message}{more}"
+
+
+class Conversation:
+    """One llm step: the calls, the tool runs and the usage they add up to."""
+
+    def __init__(self, call: Invocation, spec: LlmConfig, wire: Wire, endpoint: Endpoint) -> None:
+        self.call, self.spec, self.wire, self.endpoint = call, spec, wire, endpoint
+        self.settings = call.settings.llm
+        self.calls = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.tool_runs: list[dict[str, JSONValue]] = []
+
+    def usage(self) -> dict[str, JSONValue]:
+        return {
+            "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens, "calls": self.calls,
+        }  # fmt: skip
+
+    async def ask(self, client: httpx.AsyncClient, request: ChatRequest) -> Reply:
+        self.calls += 1
+        stream = (
+            LogStream(self.call.services, self.settings, self.calls) if request.stream else None
+        )
+        try:
+            reply = await exchange(
+                client, self.wire, request, self.endpoint, seconds=self.spec.timeout_ms / 1000,
+                on_text=stream.add if stream else None,
+            )  # fmt: skip
+        finally:
+            if stream is not None:
+                stream.flush()
+        model = reply.model or request.model
+        self.prompt_tokens += reply.prompt_tokens
+        self.completion_tokens += reply.completion_tokens
+        self.call.services.record_usage(Usage(model, reply.prompt_tokens, reply.completion_tokens))
+        self.call.services.log(
+            LogLevel.INFO,
+            f"llm call {self.calls} ({model}): {reply.prompt_tokens} prompt + "
+            f"{reply.completion_tokens} completion tokens"
+            + (f", {len(reply.tool_calls)} tool calls" if reply.tool_calls else ""),
+            {"usage": {"model": model, "prompt_tokens": reply.prompt_tokens,
+                       "completion_tokens": reply.completion_tokens}, "llm_call": self.calls},
+        )  # fmt: skip
+        return reply
+
+    async def run_tool(
+        self, tools: Mapping[str, tuple[ToolTarget, ToolSpec]], request: ToolCall
+    ) -> Message:
+        """Run one requested tool; a failure is told to the model, which may recover."""
+        record: dict[str, JSONValue] = {"id": request.id, "name": request.name,
+                                        "arguments": request.arguments}  # fmt: skip
+        self.tool_runs.append(record)
+        found = tools.get(request.name)
+        problem: str | None = None
+        if found is None:
+            problem = f"there is no tool named {request.name!r}"
+        elif not isinstance(request.arguments, dict):
+            problem = "the arguments are not a JSON object"
+        else:
+            tool = found[1]
+            cls = validators.validator_for(tool.parameters, validators.Draft202012Validator)
+            error = next(iter(cls(dict(tool.parameters)).iter_errors(request.arguments)), None)
+            if error is not None:
+                problem = f"invalid arguments at {error.json_path}: {error.message}"
+        if problem is None and found is not None and isinstance(request.arguments, dict):
+            self.call.services.log(
+                LogLevel.INFO, f"tool {request.name} ({found[0].type} {found[0].name}) called",
+                {"tool": request.name, "call_id": request.id},
+            )  # fmt: skip
+            try:
+                output = await self.call.services.run_tool(
+                    found[0], request.arguments, self.call, request.id
+                )
+            except AgentError as exc:
+                problem = exc.message
+            else:
+                record["output"] = output
+                return Message(
+                    "tool", _json_text(output)[:MAX_TOOL_RESULT_CHARS], call_id=request.id
+                )
+        assert problem is not None
+        record["error"] = problem
+        self.call.services.log(
+            LogLevel.WARN, f"tool {request.name} failed: {problem}",
+            {"tool": request.name, "call_id": request.id},
+        )  # fmt: skip
+        return Message("tool", _json_text({"error": problem}), call_id=request.id, is_error=True)
+
+    async def run(
+        self, request: ChatRequest, tools: Mapping[str, tuple[ToolTarget, ToolSpec]]
+    ) -> JSONValue:
+        messages = request.messages
+        schema = self.spec.response_schema
+        iterations = repairs = 0
+        async with httpx.AsyncClient(follow_redirects=False) as client:
+            while True:
+                reply = await self.ask(client, request)
+                if reply.tool_calls and tools:
+                    iterations += 1
+                    if iterations >= self.spec.max_iterations:
+                        raise AgentError(
+                            "max_iterations_exceeded",
+                            f"the model still asked for tools after {self.spec.max_iterations} "
+                            "calls (max_iterations)",
+                            details={"usage": self.usage(), "tool_calls": self.tool_runs},
+                        )
+                    messages.append(Message("assistant", reply.text, tuple(reply.tool_calls)))
+                    for tool_call in reply.tool_calls:
+                        messages.append(await self.run_tool(tools, tool_call))
+                    continue
+                value: Any = None
+                if schema is not None:
+                    value, problem = _schema_problem(reply.text, schema)
+                    if problem is not None:
+                        if repairs >= self.settings.schema_retries:
+                            raise AgentError(
+                                "llm_invalid_output",
+                                f"the model's reply does not satisfy response_schema after "
+                                f"{repairs + 1} tries: {problem}",
+                                details={"usage": self.usage(), "reply": reply.text[:2000]},
+                            )
+                        repairs += 1
+                        self.call.services.log(
+                            LogLevel.WARN, f"reply rejected by response_schema: {problem}", {}
+                        )
+                        messages.append(Message("assistant", reply.text))
+                        messages.append(Message("user", (
+                            f"Your reply does not satisfy the required JSON Schema: {problem}. "
+                            "Answer again with only the corrected JSON."
+                        )))  # fmt: skip
+                        continue
+                return {
+                    "content": reply.text, "json": value, "model": reply.model or request.model,
+                    "finish_reason": reply.finish_reason, "tool_calls": self.tool_runs,
+                    "usage": self.usage(), "iterations": iterations + 1,
+                }  # fmt: skip
+
+
+async def invoke(call: Invocation) -> JSONValue:
+    """The runtime entry point (see agents/base.py)."""
+    spec = LlmConfig.model_validate(dict(call.config))
+    system, model = spec.system_prompt, spec.model
+    temperature, max_tokens = spec.temperature, spec.max_tokens
+    if spec.prompt_id is not None:
+        try:
+            variables = render_json(dict(spec.prompt_variables), call.context)
+        except (ExpressionError, ValidationFailed) as exc:
+            raise AgentError("expression_error", f"prompt_variables: {exc.detail}") from None
+        assert isinstance(variables, dict)
+        prompt = await call.services.prompt(spec.prompt_id, variables)
+        system, model = prompt.text, model or prompt.model
+        params = prompt.parameters
+        if temperature is None and isinstance(params.get("temperature"), int | float):
+            temperature = float(params["temperature"])
+        if max_tokens is None and isinstance(params.get("max_tokens"), int):
+            max_tokens = int(params["max_tokens"])
+    if not model:
+        raise AgentError("llm_no_model", "no model: set model, or use a prompt that names one")
+    if spec.provider == "anthropic" and max_tokens is None:
+        max_tokens = call.settings.llm.anthropic_max_tokens
+    endpoint = await _endpoint(spec, call)
+    wire: Wire = OpenAIWire(endpoint) if spec.provider == "openai" else AnthropicWire(endpoint)
+    tools = await _tools(spec, call)
+    request = ChatRequest(
+        model=model, system=system, messages=[Message("user", _user_message(spec, call))],
+        temperature=temperature, max_tokens=max_tokens, tools=[t for _, t in tools.values()],
+        response_schema=spec.response_schema, stream=spec.stream,
+    )  # fmt: skip
+    return await Conversation(call, spec, wire, endpoint).run(request, tools)
