@@ -25,8 +25,10 @@ from turbocat.api.routes import (
     audit_logs,
     auth,
     components,
+    events,
     executions,
     health,
+    hooks,
     integrations,
     organizations,
     projects,
@@ -34,6 +36,7 @@ from turbocat.api.routes import (
     task_queues,
     templates,
     users,
+    webhooks,
     workflows,
 )
 from turbocat.bootstrap import AppContext
@@ -138,8 +141,11 @@ def create_app(
         prompts,
         templates,
         task_queues,
+        webhooks,
+        events,
     ):
         v1.include_router(module.router)
     app.include_router(health.router)
+    app.include_router(hooks.router)
     app.include_router(v1)
     return app

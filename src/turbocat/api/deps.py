@@ -74,6 +74,16 @@ KeyringDep = Annotated[Keyring, Depends(_keyring)]
 """The credential encryption keys (reloaded when the key file changes)."""
 
 
+def require_keyring(ctx: AppContext) -> Keyring:
+    """The keys, or a 403 that explains they are not configured (for use outside Depends)."""
+    return _keyring(ctx)
+
+
+def keyring_when(ctx: AppContext, needed: bool) -> Keyring | None:
+    """The keys only when this request needs them."""
+    return _keyring(ctx) if needed else None
+
+
 def _bearer(authorization: str | None) -> str:
     if not authorization:
         raise AuthenticationFailed("send 'Authorization: Bearer <token or API key>'")

@@ -12,8 +12,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from turbocat.domain import events
 from turbocat.domain.enums import MisfirePolicy
 from turbocat.domain.errors import FieldError, ValidationFailed
+from turbocat.domain.expressions import ExpressionError
 
 
 class _Strict(BaseModel):
@@ -67,6 +69,16 @@ class WebhookTrigger(_Strict):
 class EventTrigger(_Strict):
     pattern: str = Field(min_length=1, max_length=200, description="event name; '*' wildcards")
     filter: str | None = Field(default=None, max_length=4096, description="expression on event")
+
+    @field_validator("filter")
+    @classmethod
+    def _filter(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                events.compile_filter(value)
+            except ExpressionError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
 
 class TriggerConfig(_Strict):

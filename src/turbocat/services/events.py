@@ -22,7 +22,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from turbocat.db.engine import Database, TenantContext
+from turbocat.db.engine import Database, TenantContext, after_commit
+from turbocat.db.listing import PageRequest, apply_page
 from turbocat.db.models import EventRow, WorkflowRow
 from turbocat.domain import events
 from turbocat.domain.access import Principal
@@ -45,16 +46,31 @@ async def publish(
     name: str,
     payload: dict[str, Any],
     *,
+    wake: Callable[[], None],
     now: dt.datetime,
 ) -> EventRow:
-    """A custom event of the caller's organization; platform names are refused."""
+    """A custom event of the caller's organization; platform names are refused. ``wake``
+    runs after the commit (this process's dispatcher need not wait for its next poll)."""
     principal.require_access("events", write=True)
     reason = events.check_name(name)
     if reason is not None:
         raise ValidationFailed.field(("body", "name"), reason)
     row = outbox.emit(session, principal.organization_id, name, payload, now)
     await session.flush()
+    after_commit(session, wake)
     return row
+
+
+async def list_events(
+    session: AsyncSession, principal: Principal, name: str | None, page: PageRequest
+) -> list[EventRow]:
+    """Recent events of the organization, platform and custom, newest first."""
+    principal.require_access("events")
+    stmt = select(EventRow).where(EventRow.organization_id == principal.organization_id)
+    if name is not None:
+        stmt = stmt.where(EventRow.name == name)
+    stmt = apply_page(stmt, page, id_col=EventRow.id, created_col=EventRow.created_at)
+    return list((await session.execute(stmt)).scalars())
 
 
 @dataclass

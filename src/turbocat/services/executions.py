@@ -415,3 +415,12 @@ def _awaited_signal(plan: Plan, key: str) -> str | None:
     if step.queue is not None:
         return plan.work_queues[step.queue.name].signal
     return None
+
+
+async def find(
+    session: AsyncSession, organization_id: uuid.UUID, execution_id: uuid.UUID
+) -> ExecutionRow | None:
+    """An execution of this organization, for callers that already proved their right to it
+    (a request waiting on the execution it just started)."""
+    row = await session.get(ExecutionRow, execution_id, populate_existing=True)
+    return row if row is not None and row.organization_id == organization_id else None

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, status
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import AwareDatetime
 
 from turbocat.api.deps import ContextDep, NowDep, PrincipalDep, SessionDep
@@ -25,8 +25,11 @@ from turbocat.api.schemas.executions import (
     SignalSend,
     StepRunRead,
 )
+from turbocat.api.waiting import WaitForExecution
 from turbocat.db.engine import TenantContext
+from turbocat.db.models import ExecutionRow
 from turbocat.domain.enums import ExecutionStatus, LogLevel, TriggerType
+from turbocat.domain.errors import ValidationFailed
 from turbocat.domain.runs import EXECUTION_TERMINAL as TERMINAL
 from turbocat.services import executions
 
@@ -41,6 +44,7 @@ router = APIRouter(tags=["executions"], responses=PROBLEM_RESPONSES)
     name="executions-start",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=ExecutionRead,
+    responses={200: {"model": ExecutionRead, "description": "ended within ?wait"}},
 )
 async def start_execution(
     workflow_id: uuid.UUID,
@@ -49,14 +53,51 @@ async def start_execution(
     principal: PrincipalDep,
     session: SessionDep,
     now: NowDep,
-) -> ExecutionRead:
-    """Run this workflow version with ``input``. Answers at once; follow the execution at
-    ``GET /api/v1/executions/{id}``."""
+    wait: Annotated[
+        float | None,
+        Query(
+            ge=0,
+            description="seconds to wait for the execution to end (200 with its "
+            "output when it does; 202 as without wait when it does not)",
+        ),
+    ] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            min_length=1,
+            max_length=200,
+            description="the same key with the same body "
+            "returns the same execution; with another body it is a 409",
+        ),
+    ] = None,
+) -> Response:
+    """Run this workflow version with ``input`` (validated against the definition's
+    ``inputs`` schema before anything is written). Answers at once with 202; follow the
+    execution at ``GET /api/v1/executions/{id}``, or pass ``?wait=`` to get the output."""
+    limit = ctx.settings.triggers.max_wait_seconds
+    if wait is not None and wait > limit:
+        raise ValidationFailed.field(("query", "wait"), f"must be at most {limit:g} seconds")
     row = await executions.start(
-        session, principal, workflow_id, input_data=body.input, trigger_type=TriggerType.API,
+        session, principal, workflow_id, input_data=body.input, trigger_type=body.trigger_type,
         trigger_data=None, plans=ctx.plans, notify=ctx.notifier.notify, now=now,
+        idempotency_key=idempotency_key,
     )  # fmt: skip
-    return ExecutionRead.model_validate(row)
+    if not wait:
+        return _execution(row, status.HTTP_202_ACCEPTED)
+
+    def answer(ended_row: ExecutionRow | None, ended: bool) -> Response:
+        latest = ended_row or row
+        return _execution(latest, status.HTTP_200_OK if ended else status.HTTP_202_ACCEPTED)
+
+    return WaitForExecution(ctx.db, row.organization_id, row.id, wait, answer)
+
+
+def _execution(row: ExecutionRow, code: int) -> JSONResponse:
+    return JSONResponse(
+        ExecutionRead.model_validate(row).model_dump(mode="json"),
+        status_code=code,
+        headers={"Location": f"/api/v1/executions/{row.id}"},
+    )
 
 
 @router.get("/executions", name="executions-list", response_model=Page[ExecutionRead])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -22,6 +22,9 @@ from turbocat.domain.enums import (
 class ExecutionCreate(RequestModel):
     input: dict[str, Any] = Field(
         default_factory=dict, description="validated against the definition's inputs schema"
+    )
+    trigger_type: Literal[TriggerType.API, TriggerType.MANUAL] = Field(
+        default=TriggerType.API, description="manual: started by a person (UI, CLI)"
     )
 
 
