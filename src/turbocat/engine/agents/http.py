@@ -338,12 +338,24 @@ class _Redactor:
     """Replaces the credential's secret values wherever a message might quote them."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        self.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        self.secrets = sorted({s for s in secrets if len(s) >= 6}, key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
         for secret in self.secrets:
             text = text.replace(secret, REDACTED)
         return text
+
+    def value(self, value: JSONValue) -> JSONValue:
+        """``value`` with every string redacted (a response that echoes the credential)."""
+        if not self.secrets:
+            return value
+        if isinstance(value, str):
+            return self(value)
+        if isinstance(value, dict):
+            return {k: self.value(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.value(v) for v in value]
+        return value
 
 
 async def _read_body(response: httpx.Response, limit: int) -> bytes:
@@ -500,9 +512,10 @@ async def invoke(call: Invocation) -> JSONValue:
         f"{response.request.method} {_display(final)} -> {status} in {elapsed_ms} ms",
         {"status": status, "redirects": hops, "bytes": len(raw), "duration_ms": elapsed_ms},
     )
+    body = redact.value(body)  # step outputs are stored: never keep an echoed credential
     output: dict[str, JSONValue] = {
         "status": status,
-        "headers": dict(response.headers.items()),
+        "headers": redact.value(dict(response.headers.items())),
         "body": body,
         "url": str(final),
     }
