@@ -135,6 +135,18 @@ async def test_text_and_form_bodies_and_step_input_overrides(server: LocalServer
     assert out["body"]["body"] == '{"from":"inputs"}'
 
 
+async def test_templates_see_the_step_inputs_and_name_the_field_in_errors(
+    server: LocalServer,
+) -> None:
+    out = await run(
+        {"url": server.url("/echo?id={{ inputs.id }}"), "headers": {"X-Who": "{{ input.name }}"}},
+        inputs={"id": 42},
+    )
+    assert out["body"]["query"] == {"id": ["42"]} and out["body"]["headers"]["X-Who"] == "Ada"
+    err = await fails({"url": server.url("/echo"), "query": {"q": "{{ nope(1) }}"}})
+    assert err.kind == "expression_error" and err.message.startswith("query.q: ")
+
+
 async def test_response_types(server: LocalServer) -> None:
     text = await run({"url": server.url("/text")})
     assert text["body"] == "hello" and text["headers"]["content-type"].startswith("text/plain")
@@ -155,7 +167,11 @@ async def test_each_auth_kind_and_the_integration_base_url(server: LocalServer) 
             "Basic " + base64.b64encode(b"ada:pw:x").decode(),
         ),
         (credential("api_key", {"api_key": "key-0001"}), "X-API-Key", "key-0001"),
-        (credential("api_key", {"api_key": "key-0002"}, header_name="X-Custom"), "X-Custom", "key-0002"),
+        (
+            credential("api_key", {"api_key": "key-0002"}, header_name="X-Custom"),
+            "X-Custom",
+            "key-0002",
+        ),
         (
             Credential(uuid.uuid4(), "openai", "api_key", {"api_key": "sk-0009"}, {}),
             "Authorization",

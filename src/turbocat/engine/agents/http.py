@@ -1,10 +1,11 @@
 """The ``api`` kind: one HTTP request (and its redirects), SSRF-protected, as a step.
 
-The config (``domain/agents.ApiConfig``) is rendered over the workflow context (input, steps,
-vars, execution, item, index) like the step's ``inputs``; then the step inputs ``url``,
-``method`` and ``body`` replace the rendered ones and ``headers`` and ``query`` are merged over
-them, so a saved agent can be called with per-step values. The output is
-``{status, headers, body, url}``.
+The config's ``url``, ``method``, ``headers``, ``query`` and ``body`` (``domain/agents.ApiConfig``)
+are templates rendered over the workflow context (input, steps, vars, execution, item, index)
+plus ``inputs``, the step's rendered inputs (as in the llm kind's ``user_prompt``). Then the
+step inputs ``url``, ``method`` and ``body`` replace the rendered ones and ``headers`` and
+``query`` are merged over them, so a saved agent can be called with per-step values. The
+output is ``{status, headers, body, url}``.
 
 SSRF protection (SPEC section 10) sits in the connection: ``GuardedBackend`` resolves the host
 once, checks the name and every address with ``domain/netpolicy``, and connects to a checked
@@ -36,11 +37,14 @@ import httpx
 from turbocat.config import HttpRuntimeSettings
 from turbocat.domain.agents import ApiConfig
 from turbocat.domain.enums import LogLevel
-from turbocat.domain.expressions import JSONValue, render_value
+from turbocat.domain.expressions import ROOTS, ExpressionError, JSONValue, compile_template
 from turbocat.domain.netpolicy import AddressRefused, IPAddress, NetPolicy
 from turbocat.domain.redaction import REDACTED, is_secret_key
 from turbocat.engine.agents.base import AgentError, Credential, Invocation
 
+TEMPLATED = ("url", "method", "headers", "query", "body")
+"""Config fields rendered as templates (over the workflow context plus ``inputs``)."""
+TEMPLATE_ROOTS = ROOTS | {"inputs"}
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 """Methods that get no ``Idempotency-Key`` (they are idempotent already)."""
@@ -170,9 +174,28 @@ def make_client(
 # --- the request ---------------------------------------------------------------------------
 
 
+def _render(value: Any, scope: Mapping[str, JSONValue], path: str) -> JSONValue:
+    """Render every string in ``value`` (never dict keys), naming the field in errors."""
+    if isinstance(value, str):
+        if "{{" not in value:
+            return value
+        try:
+            return compile_template(value, roots=TEMPLATE_ROOTS).render(scope)
+        except ExpressionError as exc:
+            raise AgentError("expression_error", f"{path}: {exc.detail}") from None
+    if isinstance(value, dict):
+        return {k: _render(v, scope, f"{path}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_render(v, scope, f"{path}[{i}]") for i, v in enumerate(value)]
+    return value  # type: ignore[no-any-return]
+
+
 def _render_config(call: Invocation) -> ApiConfig:
-    rendered = render_value(dict(call.config), call.context)
-    assert isinstance(rendered, dict)
+    scope = {**call.context, "inputs": call.inputs}
+    rendered: dict[str, Any] = dict(call.config)
+    for key in TEMPLATED:
+        if key in rendered:
+            rendered[key] = _render(rendered[key], scope, key)
     for key in ("url", "method", "body"):
         if key in call.inputs:
             rendered[key] = call.inputs[key]
@@ -393,7 +416,7 @@ def _decode(response: httpx.Response, raw: bytes, mode: str, method: str) -> JSO
         try:
             parsed: JSONValue = json.loads(raw, parse_constant=_reject_constant)
             return parsed
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
             if mode == "json":
                 raise AgentError(
                     "invalid_response", f"the response is not JSON ({exc})", retryable=False
