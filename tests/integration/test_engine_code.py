@@ -4,15 +4,17 @@ attacks its limits fails its own step, and the worker goes on running the steps 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.integration.conftest import signup
 from tests.integration.test_engine import run_workflow
-from tests.unit.test_code_runtime import no_leftovers
+from tests.unit.test_code_runtime import no_leftovers, private_uids
+from turbocat.config import CodeRuntimeSettings, RuntimeSettings, Settings
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox needs root (CI runs as root)")
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox needs root (as on CI)")
 
 FORK_BOMB = """
 import os
@@ -36,13 +38,27 @@ def main(input, context):
 """
 
 
+@pytest.fixture
+def uids() -> dict[str, int]:
+    return private_uids()
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path, uids: dict[str, int]) -> Settings:
+    """The app's settings with a uid range of this test's own (see no_leftovers)."""
+    runtimes = RuntimeSettings(code=CodeRuntimeSettings(**uids))
+    return Settings(home=tmp_path / "home", database_url=database_url, runtimes=runtimes)
+
+
 def code_step(key: str, source: str, **extra: object) -> dict:
     return {"key": key, "type": "agent", "component": {"kind": "code", "config": {"source": source}},
             **extra}  # fmt: skip
 
 
 @needs_root
-async def test_the_worker_survives_a_fork_bomb_and_a_memory_hog(client: httpx.AsyncClient) -> None:
+async def test_the_worker_survives_a_fork_bomb_and_a_memory_hog(
+    client: httpx.AsyncClient, uids: dict[str, int]
+) -> None:
     owner = await signup(client, "code@example.com")
     r = await client.post(
         "/api/v1/agents",
@@ -63,7 +79,13 @@ async def test_the_worker_survives_a_fork_bomb_and_a_memory_hog(client: httpx.As
         ],
         "outputs": {"after": "{{ steps.after.output }}"},
     }  # fmt: skip
-    done = await run_workflow(client, owner, definition, {"n": 7}, seconds=30)
+    try:
+        done = await run_workflow(client, owner, definition, {"n": 7}, seconds=30)
+    except TimeoutError:  # say where it stands
+        listed = (await client.get("/api/v1/executions", headers=owner.headers)).json()
+        execution_id = listed["items"][0]["id"]
+        r = await client.get(f"/api/v1/executions/{execution_id}", headers=owner.headers)
+        pytest.fail(f"the execution did not end: {r.json()}")
     assert done["status"] == "completed" and done["result"] == "partial", done
     after = done["output_data"]["after"]
     # the engine's step timeout and the sandbox's wall clock are the same 1.5 s: either may win
@@ -74,4 +96,4 @@ async def test_the_worker_survives_a_fork_bomb_and_a_memory_hog(client: httpx.As
     }  # fmt: skip
     hog = next(s for s in done["steps"] if s["step_key"] == "hog")
     assert "64 MB" in hog["error"]["message"]
-    no_leftovers()
+    no_leftovers(uids["uid_first"], uids["uid_count"])

@@ -7,6 +7,7 @@ layer is on: own uid, no_new_privs, Landlock, seccomp, rlimits.
 from __future__ import annotations
 
 import os
+import secrets
 import time
 import uuid
 from pathlib import Path
@@ -42,8 +43,8 @@ def invocation(
         execution_id=execution_id, organization_id=uuid.uuid4(), step_key="calc",
         limits=Limits(max_execution_seconds=cpu, max_memory_mb=memory_mb),
         timeout_seconds=timeout,
-        settings=RuntimeSettings(code=CodeRuntimeSettings(wall_clock_margin_seconds=1,
-                                                          **settings)),
+        settings=RuntimeSettings(code=CodeRuntimeSettings(**{
+            "wall_clock_margin_seconds": 1, "allow_degraded": not AS_ROOT, **UIDS, **settings})),
     )  # fmt: skip
     return call, services
 
@@ -61,9 +62,18 @@ async def fails(source: str, kind: str, **kw: Any) -> AgentError:
     return caught.value
 
 
-def no_leftovers() -> None:
+def private_uids() -> dict[str, int]:
+    """A uid range of its own for each test, so that tests running in parallel (xdist) do not
+    see each other's sandboxes in ``no_leftovers``."""
+    return {"uid_first": 1_600_000 + secrets.randbelow(1_000_000) * 64, "uid_count": 64}
+
+
+UIDS = private_uids()
+
+
+def no_leftovers(uid_first: int | None = None, uid_count: int = 64) -> None:
     """No live sandbox process outlives a step (zombies are dead: init reaps them)."""
-    settings = CodeRuntimeSettings()
+    first = UIDS["uid_first"] if uid_first is None else uid_first
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
@@ -72,12 +82,13 @@ def no_leftovers() -> None:
                 continue
             fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
             uid = int(fields["Uid"].split()[0])
-            if settings.uid_first <= uid < settings.uid_first + settings.uid_count:
+            if first <= uid < first + uid_count:
                 assert fields["State"].split()[0] in ("Z", "X"), status
 
 
 @pytest.fixture(autouse=True)
 def _secret_in_parent_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    UIDS.update(private_uids())
     monkeypatch.setenv("TURBOCAT_DATABASE_URL", f"postgresql://app:{SECRET}@db/turbocat")
     monkeypatch.setenv("TURBOCAT_TEST_SECRET", SECRET)
 

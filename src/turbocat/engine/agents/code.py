@@ -116,9 +116,10 @@ async def invoke(call: Invocation) -> JSONValue:
         outcome = await run_python(spec.source, call.inputs, context, limits, settings)
     except SandboxUnavailable as exc:
         raise AgentError("code_sandbox_unavailable", str(exc)) from None
-    if settings.allow_degraded:
+    isolation = outcome.isolation
+    if settings.allow_degraded or not isolation.landlock_abi:
         call.services.log(LogLevel.WARN, f"code ran in a degraded sandbox: "
-                          f"{outcome.isolation.describe()}")  # fmt: skip
+                          f"{isolation.describe()}")  # fmt: skip
     _log_streams(call, outcome)
     doc = outcome.document
     if doc is not None and doc.get("ok") is True and not outcome.timed_out:

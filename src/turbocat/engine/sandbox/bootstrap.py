@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import json
 import linecache
 import os
@@ -220,11 +219,17 @@ def apply_landlock(rules: list[tuple[int, int]], network: bool) -> int:
 
 
 def apply_seccomp(network: bool) -> None:
-    name = ctypes.util.find_library("seccomp") or "libseccomp.so.2"
     try:
-        lib = ctypes.CDLL(name, use_errno=True)
-    except OSError as exc:
-        raise SandboxError(f"libseccomp is not available: {exc}") from None
+        lib = ctypes.CDLL("libseccomp.so.2", use_errno=True)
+    except OSError:
+        # find_library runs ldconfig (tens of ms): only when the usual soname is not there
+        from ctypes import util
+
+        name = util.find_library("seccomp")
+        try:
+            lib = ctypes.CDLL(name, use_errno=True)
+        except OSError as exc:
+            raise SandboxError(f"libseccomp is not available: {exc}") from None
     lib.seccomp_init.restype = ctypes.c_void_p
     lib.seccomp_init.argtypes = [ctypes.c_uint32]
     lib.seccomp_syscall_resolve_name.restype = ctypes.c_int
@@ -381,8 +386,9 @@ def main() -> None:
     os.close(null)
     try:
         confine(request)
-    except (SandboxError, OSError) as exc:
-        outcome = {"ok": False, "kind": "sandbox", "message": f"sandbox setup failed: {exc}"}
+    except Exception as exc:  # fail closed: the user's code is never compiled
+        message = f"sandbox setup failed: {type(exc).__name__}: {exc}"
+        outcome = {"ok": False, "kind": "sandbox", "message": message}
         write_result(result_fd, outcome, 1 << 20)
         os._exit(0)
     outcome = run_user(request)

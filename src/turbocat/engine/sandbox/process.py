@@ -24,7 +24,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -60,9 +60,9 @@ class Isolation:
 def probe() -> Isolation:
     """Can we switch uid (root), load libseccomp, use Landlock? Cheap, no process spawned."""
     seccomp = False
-    name = ctypes.util.find_library("seccomp") or "libseccomp.so.2"
-    with contextlib.suppress(OSError):
-        seccomp = hasattr(ctypes.CDLL(name), "seccomp_init")
+    for name in ("libseccomp.so.2", ctypes.util.find_library("seccomp")):
+        with contextlib.suppress(OSError):
+            seccomp = seccomp or hasattr(ctypes.CDLL(name), "seccomp_init")
     libc = ctypes.CDLL(None, use_errno=True)
     libc.syscall.restype = ctypes.c_long
     abi = int(libc.syscall(444, None, 0, 1)) if sys.platform == "linux" else -1
@@ -161,6 +161,46 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
+async def _uncancellable(work: Coroutine[Any, Any, None]) -> None:
+    """Run clean-up to its end even if the awaiting task is cancelled meanwhile (the engine's
+    step timeout and the sandbox's wall clock can fire together); re-raise the cancellation."""
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    task.result()
+
+
+async def _reap(
+    proc: asyncio.subprocess.Process,
+    pidfd: int,
+    uid: int | None,
+    readers: Sequence[asyncio.Future[None]],
+) -> None:
+    """Kill the group and every process of the step's uid; collect the exit status."""
+    _kill_group(proc.pid)
+    if uid is not None:
+        await asyncio.to_thread(_kill_uid, uid)
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+    await _exited(pidfd)
+    os.close(pidfd)
+    # output pipes close once every holder is dead; do not wait on a straggler for ever
+    # (possible only in degraded mode, where there is no uid to sweep)
+    _, pending = await asyncio.wait(readers, timeout=2)
+    for reader in pending:
+        reader.cancel()
+    for _ in range(1000):  # the child watcher sets it right after the exit
+        if proc.returncode is not None:
+            break
+        await asyncio.sleep(0.002)
+
+
 async def _exited(pidfd: int) -> None:
     """Until the process exits. ``Process.wait()`` would also wait for its output pipes to
     close, which a child it left behind keeps open."""
@@ -198,7 +238,7 @@ async def _workdir(settings: CodeRuntimeSettings, owner: int | None) -> AsyncIte
         yield path
     finally:
         # root removes whatever the code left, whatever its modes; symlinks are not followed
-        await asyncio.to_thread(shutil.rmtree, path, True)
+        await _uncancellable(asyncio.to_thread(shutil.rmtree, path, True))
 
 
 def _environment(workdir: str) -> dict[str, str]:
@@ -299,22 +339,7 @@ async def _spawn(
             timed_out = True
     finally:
         # always, also when this task is cancelled: nothing of the step may outlive it
-        _kill_group(proc.pid)
-        if uid is not None:
-            await asyncio.to_thread(_kill_uid, uid)
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await _exited(pidfd)
-        os.close(pidfd)
-        # output pipes close once every holder is dead; do not wait on a straggler for ever
-        # (possible only in degraded mode, where there is no uid to sweep)
-        _, pending = await asyncio.wait(readers, timeout=2)
-        for reader in pending:
-            reader.cancel()
-        for _ in range(1000):  # the child watcher sets it right after the exit
-            if proc.returncode is not None:
-                break
-            await asyncio.sleep(0.002)
+        await _uncancellable(_reap(proc, pidfd, uid, readers))
     seconds = time.monotonic() - started
     result_file.seek(0)
     raw = result_file.read(settings.max_result_bytes + 4096)
