@@ -346,6 +346,8 @@ async def test_bad_requests_are_refused_before_sending() -> None:
         "http://[::1]:{port}/echo",
         "http://[::ffff:127.0.0.1]:{port}/echo",
         "http://2130706433:{port}/echo",  # 127.0.0.1 as one decimal number
+        "http://0x7f.1:{port}/echo",
+        "http://127.1:{port}/echo",
         "http://0.0.0.0:{port}/echo",
         "http://10.0.0.1/",
         "http://192.168.0.1/",
