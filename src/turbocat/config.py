@@ -210,7 +210,20 @@ class HttpRuntimeSettings(BaseModel):
 
 
 class LlmRuntimeSettings(BaseModel):
-    """The ``llm`` agent kind: chat completions."""
+    """The ``llm`` agent kind: chat completions.
+
+    Provider URLs pass the same SSRF policy as the ``api`` kind, with their own lists: to use a
+    model server on this machine or the local network (Ollama, vLLM, LM Studio), allow it, e.g.
+    ``[runtimes.llm] allow = ["127.0.0.1/32"]``.
+    """
+
+    ssrf_protection: bool = True
+    """Refuse provider URLs that resolve to loopback, private, link-local, CGNAT, metadata and
+    other non-public addresses unless ``allow`` covers them."""
+    allow: list[str] = Field(default_factory=list)
+    """Networks or host names permitted despite the SSRF rules (as ``[runtimes.http]``)."""
+    deny: list[str] = Field(default_factory=list)
+    """Networks or host names always refused; deny wins over allow."""
 
     openai_base_url: str = "https://api.openai.com/v1"
     """Base URL of provider ``openai`` when neither the step nor its integration names one."""
@@ -228,6 +241,12 @@ class LlmRuntimeSettings(BaseModel):
     (or what arrived within ``stream_log_seconds``), not one line per token."""
     stream_log_seconds: float = Field(default=1.0, gt=0)
     """Longest streamed text waits before it is written to the logs as a line."""
+
+    @field_validator("allow", "deny", mode="after")
+    @classmethod
+    def _entries(cls, value: list[str]) -> list[str]:
+        parse_entries(value)  # raises ValueError naming the bad entry
+        return value
 
 
 class RuntimeSettings(BaseModel):

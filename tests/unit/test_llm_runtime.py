@@ -30,6 +30,8 @@ from turbocat.engine.agents.providers.common import retry_after
 
 PROVIDERS = ["openai", "anthropic"]
 KEY_ID = uuid.UUID(int=7)
+LOOPBACK = ["127.0.0.1/32"]
+"""The fake provider listens on loopback, which the SSRF policy refuses unless allowed."""
 
 
 @pytest.fixture
@@ -47,7 +49,7 @@ def invocation(
     provider: str = "openai",
     services: RecordingServices | None = None,
     inputs: dict[str, Any] | None = None,
-    settings: LlmRuntimeSettings | None = None,
+    settings: dict[str, Any] | None = None,
     **config: Any,
 ) -> Invocation:
     config = {"provider": provider, "model": "m-1", "base_url": base_url(fake, provider)} | config
@@ -56,7 +58,7 @@ def invocation(
         context={"input": {"who": "ada"}, "steps": {}, "vars": {"tone": "dry"}},
         services=services or RecordingServices(), idempotency_key="ex:ask:0",
         execution_id=uuid.UUID(int=1), organization_id=uuid.UUID(int=2), step_key="ask",
-        settings=RuntimeSettings(llm=settings or LlmRuntimeSettings()),
+        settings=RuntimeSettings(llm=LlmRuntimeSettings(**({"allow": LOOPBACK} | (settings or {})))),
     )  # fmt: skip
 
 
@@ -95,7 +97,7 @@ async def test_openai_request_and_reply(fake: FakeLLM) -> None:
     }  # fmt: skip
     assert services.usage == [Usage("fake-model", 12, 3)]
     (line,) = services.logs
-    assert line[2]["usage"] == {"model": "fake-model", "prompt_tokens": 12, "completion_tokens": 3}
+    assert line[2]["usage"] == {"model": "fake-model", "prompt": 12, "completion": 3}
 
 
 async def test_anthropic_request_and_reply_with_the_integration_key(fake: FakeLLM) -> None:
@@ -207,7 +209,7 @@ TEXT = "The quick brown fox jumps over the lazy dog. " * 3
 async def test_streaming_writes_coalesced_lines_and_usage(fake: FakeLLM, provider: str) -> None:
     fake.add(Script(text=TEXT, usage=(30, 40), chunk=3))
     services = RecordingServices()
-    settings = LlmRuntimeSettings(stream_log_chars=40, stream_log_seconds=60)
+    settings = {"stream_log_chars": 40, "stream_log_seconds": 60}
     out = await llm.invoke(invocation(fake, provider, services, settings=settings, stream=True))
     assert isinstance(out, dict) and out["content"] == TEXT
     assert out["usage"]["prompt_tokens"] == 30 and out["usage"]["completion_tokens"] == 40
@@ -369,6 +371,17 @@ async def test_unreachable_server_is_retried(fake: FakeLLM) -> None:
         port = s.getsockname()[1]  # nothing listens there once closed
     error = await fails(invocation(fake, base_url=f"http://127.0.0.1:{port}/v1"))
     assert error.kind == "llm_unreachable" and error.retryable
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_provider_urls_pass_the_ssrf_policy(fake: FakeLLM, provider: str) -> None:
+    error = await fails(invocation(fake, provider, settings={"allow": []}))
+    assert error.kind == "ssrf_blocked" and not error.retryable
+    assert "127.0.0.1" in error.message and "[runtimes.llm] allow" in error.message
+    error = await fails(invocation(fake, provider, base_url="http://169.254.169.254/v1"))
+    assert error.kind == "ssrf_blocked" and fake.requests == []
+    fake.text("ok")  # allowed explicitly: through
+    assert await llm.invoke(invocation(fake, provider))
 
 
 async def test_an_integration_of_another_provider_is_refused(fake: FakeLLM) -> None:

@@ -36,13 +36,14 @@ from turbocat.db.models import (
     WorkflowStepRow,
 )
 from turbocat.domain.definitions import AgentStep
-from turbocat.domain.enums import StepStatus, WorkerStatus
+from turbocat.domain.enums import StepStatus, UsageMetric, WorkerStatus
 from turbocat.engine import frames, store
 from turbocat.engine.agents.base import Limits
 from turbocat.engine.plan import Plan, PlanCache
 from turbocat.engine.platform import StepServices
 from turbocat.engine.runner import SavedAgent, StepCall, StepFailure, StepOutcome, run_step
 from turbocat.security.crypto import Keyring
+from turbocat.services import metering
 
 log = logging.getLogger("turbocat.worker")
 SIGNAL_CHECK_SECONDS = 0.25
@@ -377,6 +378,7 @@ class Worker:
         successors: list[tuple[StepRunRow, Loaded]] = []
         assert isinstance(call.services, StepServices)
         lines = call.services.drain()
+        tokens = sum(u.total_tokens for u in call.services.usage)
 
         async def record() -> store.Recorded:
             successors.clear()
@@ -386,6 +388,11 @@ class Worker:
                     now=self.clock(), rand=random.random(), chain=chain,  # noqa: S311 - jitter
                     claimed=claimed, lines=lines,
                 )  # fmt: skip
+                if tokens and not recorded.lost_lease:  # spent whatever the outcome
+                    await metering.add(
+                        session, call.organization_id, UsageMetric.AI_TOKENS_USED, tokens,
+                        self.clock(),
+                    )  # fmt: skip
                 for run in recorded.chained:  # load them while the transaction is open
                     successors.append((run, await self._load_in(session, run)))
             return recorded

@@ -1,5 +1,20 @@
 """What differs between PostgreSQL and SQLite lives here and nowhere else."""
 
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+
 from turbocat.db.dialects import postgres, sqlite
 
-__all__ = ["postgres", "sqlite"]
+__all__ = ["postgres", "sqlite", "upsert"]
+
+
+def upsert(dialect: str, table: Any) -> pg_dialect.Insert | sqlite_dialect.Insert:
+    """An INSERT with ``on_conflict_do_update`` (same SQL on both databases, but SQLAlchemy
+    builds it with the dialect's own construct)."""
+    if dialect == "postgresql":
+        return pg_dialect.insert(table)
+    return sqlite_dialect.insert(table)

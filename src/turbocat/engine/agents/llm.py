@@ -28,13 +28,14 @@ from urllib.parse import urlsplit
 import httpx
 from jsonschema import validators
 
-from turbocat.config import LlmRuntimeSettings
+from turbocat.config import HttpRuntimeSettings, LlmRuntimeSettings
 from turbocat.domain.agents import LlmConfig
 from turbocat.domain.enums import LogLevel
 from turbocat.domain.errors import ValidationFailed
 from turbocat.domain.expressions import ROOTS, ExpressionError, JSONValue, compile_template
 from turbocat.domain.expressions import render_value as render_json
 from turbocat.engine.agents.base import AgentError, Invocation, Services, ToolTarget, Usage
+from turbocat.engine.agents.http import make_client
 from turbocat.engine.agents.providers.anthropic import AnthropicWire
 from turbocat.engine.agents.providers.common import (
     ChatRequest,
@@ -218,8 +219,9 @@ class Conversation:
             f"llm call {self.calls} ({model}): {reply.prompt_tokens} prompt + "
             f"{reply.completion_tokens} completion tokens"
             + (f", {len(reply.tool_calls)} tool calls" if reply.tool_calls else ""),
-            {"usage": {"model": model, "prompt_tokens": reply.prompt_tokens,
-                       "completion_tokens": reply.completion_tokens}, "llm_call": self.calls},
+            # keys without "token": log metadata is redacted by key name
+            {"usage": {"model": model, "prompt": reply.prompt_tokens,
+                       "completion": reply.completion_tokens}, "llm_call": self.calls},
         )  # fmt: skip
         return reply
 
@@ -272,7 +274,10 @@ class Conversation:
         messages = request.messages
         schema = self.spec.response_schema
         iterations = repairs = 0
-        async with httpx.AsyncClient(follow_redirects=False) as client:
+        llm = self.settings
+        guard = HttpRuntimeSettings(ssrf_protection=llm.ssrf_protection, allow=llm.allow,
+                                    deny=llm.deny)  # fmt: skip
+        async with make_client(guard, self.spec.timeout_ms / 1000) as client:
             while True:
                 reply = await self.ask(client, request)
                 if reply.tool_calls and tools:

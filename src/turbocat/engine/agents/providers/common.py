@@ -20,7 +20,9 @@ from typing import Any, Literal, Protocol
 
 import httpx
 
+from turbocat.domain.netpolicy import AddressRefused
 from turbocat.engine.agents.base import AgentError
+from turbocat.engine.agents.http import ResolveError
 
 MAX_MESSAGE = 500
 """Characters of a provider's error message quoted in a step's error."""
@@ -265,6 +267,13 @@ async def exchange(
             "llm_timeout", f"{endpoint.label} did not answer within {seconds:g} s (timeout_ms); "
             "it will be retried", retryable=True,
         ) from None  # fmt: skip
+    except AddressRefused as exc:
+        raise AgentError(
+            "ssrf_blocked", f"{exc}; an operator may allow it in [runtimes.llm] allow",
+            details={"host": exc.host},
+        ) from None  # fmt: skip
+    except ResolveError as exc:
+        raise AgentError("llm_unreachable", f"{exc}; it will be retried", retryable=True) from None
     except httpx.TransportError as exc:
         raise AgentError(
             "llm_unreachable",
