@@ -8,6 +8,7 @@ It runs in a thread (``http.server``), records every request it gets and answers
 - ``/redirect?to=<url>&code=<3xx>``: a redirect to ``to``;
 - ``/chain/<n>``: redirects to ``/chain/<n-1>`` until ``/chain/0``, which echoes;
 - ``/bytes/<n>``: ``n`` bytes; ``?chunked=1`` sends them without a Content-Length;
+- ``/broken``: a body cut short (the connection closes after 5 of 100 bytes);
 - ``/slow``: answers only once ``release`` is set (or after 10 s).
 """
 
@@ -104,6 +105,12 @@ def _handler(state: LocalServer) -> type[BaseHTTPRequestHandler]:
                         self.wfile.write(b"0\r\n\r\n")
                     else:
                         self._send(200, data, "application/octet-stream")
+                case ["broken"]:  # promises 100 bytes, sends 5 and hangs up
+                    self.send_response(200)
+                    self.send_header("Content-Length", "100")
+                    self.end_headers()
+                    self.wfile.write(b"short")
+                    self.close_connection = True
                 case ["slow"]:
                     state.release.wait(10)
                     self._send(200, b"late", "text/plain")
@@ -115,10 +122,14 @@ def _handler(state: LocalServer) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # the default 5 resets a burst of concurrent clients
+
+
 @contextmanager
 def local_server(tls: ssl.SSLContext | None = None) -> Iterator[LocalServer]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(LocalServer(0)))
-    httpd.daemon_threads = True
+    httpd = _Server(("127.0.0.1", 0), _handler(LocalServer(0)))
     state = LocalServer(httpd.server_address[1], "https" if tls else "http")
     httpd.RequestHandlerClass = _handler(state)
     if tls is not None:

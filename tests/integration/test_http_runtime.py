@@ -313,6 +313,12 @@ async def test_timeouts_are_retryable(server: LocalServer) -> None:
     assert err.kind == "http_timeout"
 
 
+async def test_a_response_cut_short_is_retryable(server: LocalServer) -> None:
+    err = await fails({"url": server.url("/broken")})
+    assert err.kind == "http_error" and err.retryable
+    assert err.message.startswith(f"GET {server.url('/broken')} failed: RemoteProtocolError")
+
+
 async def test_connection_failures_are_retryable() -> None:
     with local_server() as gone:
         url = gone.url("/echo")

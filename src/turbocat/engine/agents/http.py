@@ -357,6 +357,15 @@ def retry_after_seconds(value: str | None, now: float, ceiling: float) -> float 
     return min(max(seconds, 0.0), ceiling)
 
 
+def _why(exc: Exception) -> str:
+    """An exception as a message; httpx's read/write errors often have none of their own."""
+    text = str(exc)
+    cause = exc.__cause__ or exc.__context__
+    if not text and cause is not None:
+        text = str(cause)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 class _Redactor:
     """Replaces the credential's secret values wherever a message might quote them."""
 
@@ -519,13 +528,17 @@ async def invoke(call: Invocation) -> JSONValue:
         raise AgentError("http_connect", str(exc), retryable=True) from None
     except httpx.ConnectError as exc:
         raise AgentError(
-            "http_connect", redact(f"could not connect to {_display(url)}: {exc}"), retryable=True
+            "http_connect",
+            redact(f"could not connect to {_display(url)}: {_why(exc)}"),
+            retryable=True,
         ) from None
     except (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.InvalidURL) as exc:
         raise AgentError("invalid_request", redact(f"the request is not valid: {exc}")) from None
     except httpx.HTTPError as exc:  # read/write errors, a server breaking the protocol
         raise AgentError(
-            "http_error", redact(f"{spec.method} {_display(url)} failed: {exc}"), retryable=True
+            "http_error",
+            redact(f"{spec.method} {_display(url)} failed: {_why(exc)}"),
+            retryable=True,
         ) from None
     elapsed_ms = round((time.monotonic() - started) * 1000)
 
