@@ -319,11 +319,13 @@ async def test_a_response_cut_short_is_retryable(server: LocalServer) -> None:
     assert err.message.startswith(f"GET {server.url('/broken')} failed: RemoteProtocolError")
 
 
-async def test_connection_failures_are_retryable() -> None:
+async def test_connection_failures_are_retryable(server: LocalServer) -> None:
     with local_server() as gone:
         url = gone.url("/echo")
     err = await fails({"url": url})
     assert err.kind == "http_connect" and err.retryable and "could not connect" in err.message
+    err = await fails({"url": server.url(f"/redirect?to={url}")})  # the message names the hop
+    assert err.kind == "http_connect" and err.message.startswith(f"could not connect to {url}:")
     err = await fails({"url": "http://no-such-host.invalid/"}, ssrf_protection=True)
     assert err.kind == "http_connect" and "could not resolve no-such-host.invalid" in err.message
 
@@ -336,6 +338,8 @@ async def test_bad_requests_are_refused_before_sending() -> None:
         ({"url": "http://example.com/", "headers": {"X-A": "a\r\nX-Injected: 1"}}, "header"),
         ({"url": "http://example.com/", "method": "{{ 'TRACE' }}"}, "TRACE"),
         ({"url": "{{ input.n }}"}, "not text"),
+        ({"url": "http://example.com/", "headers": {"host": "admin.internal"}}, "set by turbocat"),
+        ({"url": "http://example.com/", "headers": {"Content-Length": "0"}}, "set by turbocat"),
     ]:
         err = await fails(config)
         assert err.kind == "invalid_request" and words in err.message, (config, err.message)

@@ -51,6 +51,9 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 EXCERPT_CHARS = 500
 """Characters of a failing response's body quoted in the step's error."""
+CLIENT_HEADERS = frozenset({"host", "content-length", "transfer-encoding"})
+"""Headers a config may not set: a ``Host`` of its own would reach virtual hosts the URL does
+not name (and travel along redirects), the others would let a body be framed twice."""
 CROSS_ORIGIN_DROP = frozenset({"authorization", "proxy-authorization", "cookie"})
 
 API_KEY_HEADERS: dict[str, tuple[str, str]] = {
@@ -304,6 +307,10 @@ def _without(headers: Mapping[str, str], names: Iterable[str]) -> dict[str, str]
 
 def _check_headers(headers: Mapping[str, str]) -> None:
     for name, value in headers.items():
+        if name.lower() in CLIENT_HEADERS:
+            raise AgentError(
+                "invalid_request", f"header {name!r} is set by turbocat from the URL and body"
+            )
         if not name or any(c in name for c in " \t\r\n:\0") or any(c in value for c in "\r\n\0"):
             raise AgentError(
                 "invalid_request", f"header {name!r} has a name or value HTTP cannot carry"
@@ -444,13 +451,16 @@ async def _exchange(
     content: bytes | None,
     secret_headers: set[str],
     limit: int,
+    trail: list[httpx.URL],
 ) -> tuple[httpx.Response, bytes, int]:
-    """Send the request and follow redirects; returns the last response, its body, hops."""
+    """Send the request and follow redirects; returns the last response, its body, hops.
+    ``trail`` gets each URL requested, so an error can name the hop that failed."""
     method, first_origin, hops = spec.method, _origin(url), 0
     params = _query(spec.query)
     if params:  # added to the URL's own query, not replacing it
         url = url.copy_merge_params(params)
     while True:
+        trail.append(url)
         if _origin(url) != first_origin:
             headers = _without(headers, CROSS_ORIGIN_DROP | secret_headers)
         request = client.build_request(method, url, headers=headers, content=content)
@@ -509,18 +519,21 @@ async def invoke(call: Invocation) -> JSONValue:
         timeout = min(timeout, call.timeout_seconds)
     limit = min(spec.max_response_bytes, settings.max_response_bytes)
     started = time.monotonic()
+    trail = [url]
     try:
         async with asyncio.timeout(timeout), make_client(settings, timeout) as client:
             response, raw, hops = await _exchange(
-                client, spec, url, headers, content, secret_headers, limit
+                client, spec, url, headers, content, secret_headers, limit, trail
             )
             body = _decode(response, raw, spec.response_type, response.request.method)
     except AddressRefused as exc:
-        raise AgentError("ssrf_blocked", str(exc), details={"host": exc.host}) from None
+        raise AgentError(
+            "ssrf_blocked", str(exc), details={"host": exc.host, "address": exc.address}
+        ) from None
     except (TimeoutError, httpx.TimeoutException):
         raise AgentError(
             "http_timeout",
-            f"{spec.method} {_display(url)} got no complete response within "
+            f"{spec.method} {_display(trail[-1])} got no complete response within "
             f"{round(timeout * 1000)} ms",
             retryable=True,
         ) from None
@@ -529,7 +542,7 @@ async def invoke(call: Invocation) -> JSONValue:
     except httpx.ConnectError as exc:
         raise AgentError(
             "http_connect",
-            redact(f"could not connect to {_display(url)}: {_why(exc)}"),
+            redact(f"could not connect to {_display(trail[-1])}: {_why(exc)}"),
             retryable=True,
         ) from None
     except (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.InvalidURL) as exc:
@@ -537,7 +550,7 @@ async def invoke(call: Invocation) -> JSONValue:
     except httpx.HTTPError as exc:  # read/write errors, a server breaking the protocol
         raise AgentError(
             "http_error",
-            redact(f"{spec.method} {_display(url)} failed: {_why(exc)}"),
+            redact(f"{spec.method} {_display(trail[-1])} failed: {_why(exc)}"),
             retryable=True,
         ) from None
     elapsed_ms = round((time.monotonic() - started) * 1000)
