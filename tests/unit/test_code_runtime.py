@@ -236,9 +236,11 @@ async def test_memory_hog_is_stopped() -> None:
 
 async def test_infinite_loop_hits_the_cpu_limit() -> None:
     started = time.monotonic()
-    err = await fails("def main(input):\n    while True:\n        pass\n", "code_timeout", cpu=1)
+    # a long wall clock, so that on a loaded machine the CPU limit still ends it first
+    err = await fails("def main(input):\n    while True:\n        pass\n", "code_timeout", cpu=1,
+                      wall_clock_margin_seconds=20)  # fmt: skip
     assert err.details["limit"] == "cpu" and not err.retryable
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 15
 
 
 async def test_sleeping_code_hits_the_wall_clock() -> None:
@@ -246,7 +248,7 @@ async def test_sleeping_code_hits_the_wall_clock() -> None:
     err = await fails("import time\ndef main(input):\n    time.sleep(60)\n", "code_timeout",
                       cpu=1, timeout=1.0)  # fmt: skip
     assert err.details == {"limit": "wall_clock", "seconds": 1.0} and err.retryable
-    assert time.monotonic() - started < 4
+    assert time.monotonic() - started < 8
     no_leftovers()
 
 
@@ -269,7 +271,7 @@ async def test_fork_bomb_is_contained_and_cleaned_up() -> None:
     )
     started = time.monotonic()
     await fails(source, "code_timeout", cpu=1, timeout=1.5, max_processes=8)
-    assert time.monotonic() - started < 6
+    assert time.monotonic() - started < 10
     no_leftovers()
     # the worker is unharmed: the next step runs normally
     assert await run("def main(input):\n    return 'alive'\n") == "alive"
@@ -327,3 +329,23 @@ async def test_degraded_mode_says_so_in_the_logs() -> None:
     call, services = invocation("def main(input):\n    return 1\n", allow_degraded=True)
     assert await code.invoke(call) == 1
     assert services.logs[0][0] == LogLevel.WARN and "degraded" in services.logs[0][1]
+
+
+async def test_exit_and_signals_are_named() -> None:
+    err = await fails("import os\ndef main(input):\n    os._exit(3)\n", "code_exit")
+    assert "status 3" in err.message
+    err = await fails("import os, signal\ndef main(input):\n    os.kill(os.getpid(), signal.SIGTERM)\n",
+                      "code_killed")  # fmt: skip
+    assert err.details == {"signal": "SIGTERM"}
+    err = await fails("import sys\ndef main(input):\n    sys.exit(2)\n", "code_error")
+    assert "exit(2)" in err.message
+
+
+@needs_root
+async def test_a_lock_folder_made_by_someone_else_is_not_trusted(tmp_path: Path) -> None:
+    folder = tmp_path / "locks"
+    folder.mkdir()
+    os.chown(folder, 12345, 12345)
+    err = await fails("def main(input):\n    return 1\n", "code_sandbox_unavailable",
+                      state_dir=folder)  # fmt: skip
+    assert "not a directory of the worker's own user" in err.message

@@ -21,6 +21,7 @@ import os
 import secrets
 import shutil
 import signal
+import stat
 import sys
 import tempfile
 import time
@@ -110,6 +111,10 @@ def _uid_slot(settings: CodeRuntimeSettings) -> Iterator[int]:
     """A uid no other code step on this machine holds, locked (flock) while the step runs."""
     folder = settings.state_dir or Path(tempfile.gettempdir()) / "turbocat-code-uids"
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = os.lstat(folder)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+        # someone else made it first (it is in a shared temp dir by default): do not trust it
+        raise SandboxUnavailable(f"{folder} is not a directory of the worker's own user")
     os.chmod(folder, 0o700)
     for _ in range(64):
         uid = settings.uid_first + secrets.randbelow(settings.uid_count)
@@ -125,6 +130,19 @@ def _uid_slot(settings: CodeRuntimeSettings) -> Iterator[int]:
             os.close(fd)  # releases the lock
         return
     raise SandboxUnavailable("no free uid for a code step: raise runtimes.code.uid_count")
+
+
+def _tasks_of(uid: int) -> int:
+    """Processes and threads of ``uid`` now: what RLIMIT_NPROC counts."""
+    count = 0
+    for pid in _processes_of(uid):
+        try:
+            with open(f"/proc/{pid}/status", "rb") as status:
+                lines = [line for line in status if line.startswith(b"Threads:")]
+            count += int(lines[0].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+    return count
 
 
 def _processes_of(uid: int) -> list[int]:
@@ -279,6 +297,10 @@ async def run_python(
         uid = stack.enter_context(_uid_slot(settings)) if isolation.separate_uid else None
         result_file: IO[bytes] = stack.enter_context(tempfile.TemporaryFile())
         async with _workdir(settings, uid) as workdir:
+            # without a uid of its own, the limit counts the worker's user's tasks too
+            nproc = settings.max_processes
+            if uid is None:
+                nproc += await asyncio.to_thread(_tasks_of, os.geteuid())
             request = {
                 "source": source, "input": input, "context": {**context, "workdir": workdir},
                 "uid": uid, "gid": uid, "workdir": workdir, "result_fd": result_file.fileno(),
@@ -287,7 +309,7 @@ async def run_python(
                 "landlock": "try",
                 "rlimits": {
                     "cpu": limits.cpu_seconds, "as": limits.memory_mb << 20,
-                    "nproc": settings.max_processes, "nofile": settings.max_open_files,
+                    "nproc": nproc, "nofile": settings.max_open_files,
                     "fsize": settings.max_file_size_mb << 20, "core": 0,
                 },
             }  # fmt: skip
