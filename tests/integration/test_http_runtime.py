@@ -195,7 +195,9 @@ async def test_each_auth_kind_and_the_integration_base_url(server: LocalServer) 
         assert echoed[header.lower()] != value and "[redacted]" in echoed[header.lower()]
     with_base = credential("bearer", {"token": "t"}, base_url=server.url(""))
     out = await run(
-        {"url": "/echo", "integration_id": str(with_base.integration_id)}, credential=with_base
+        {"url": "/echo", "integration_id": "{{ inputs.crm }}"},
+        credential=with_base,
+        inputs={"crm": str(with_base.integration_id)},
     )
     assert out["body"]["path"] == "/echo"
     missing = await fails({"url": server.url("/echo"), "integration_id": str(uuid.uuid4())})

@@ -1,11 +1,11 @@
 """The ``api`` kind: one HTTP request (and its redirects), SSRF-protected, as a step.
 
-The config's ``url``, ``method``, ``headers``, ``query`` and ``body`` (``domain/agents.ApiConfig``)
-are templates rendered over the workflow context (input, steps, vars, execution, item, index)
-plus ``inputs``, the step's rendered inputs (as in the llm kind's ``user_prompt``). Then the
-step inputs ``url``, ``method`` and ``body`` replace the rendered ones and ``headers`` and
-``query`` are merged over them, so a saved agent can be called with per-step values. The
-output is ``{status, headers, body, url}``.
+The config's ``url``, ``method``, ``headers``, ``query``, ``body`` and ``integration_id``
+(``domain/agents.ApiConfig``) are templates rendered over the workflow context (input, steps,
+vars, execution, item, index) plus ``inputs``, the step's rendered inputs (as in the llm kind's
+``user_prompt``). Then the step inputs ``url``, ``method`` and ``body`` replace the rendered
+ones and ``headers`` and ``query`` are merged over them, so a saved agent can be called with
+per-step values. The output is ``{status, headers, body, url}``.
 
 SSRF protection (SPEC section 10) sits in the connection: ``GuardedBackend`` resolves the host
 once, checks the name and every address with ``domain/netpolicy``, and connects to a checked
@@ -42,7 +42,7 @@ from turbocat.domain.netpolicy import AddressRefused, IPAddress, NetPolicy
 from turbocat.domain.redaction import REDACTED, is_secret_key
 from turbocat.engine.agents.base import AgentError, Credential, Invocation
 
-TEMPLATED = ("url", "method", "headers", "query", "body")
+TEMPLATED = ("url", "method", "headers", "query", "body", "integration_id")
 """Config fields rendered as templates (over the workflow context plus ``inputs``)."""
 TEMPLATE_ROOTS = ROOTS | {"inputs"}
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
