@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
+from turbocat.config import load_settings
 from turbocat.domain.netpolicy import AddressRefused, NetPolicy, non_public_reason, parse_entries
 
 
@@ -146,3 +149,23 @@ def test_entries_are_parsed_or_refused_with_the_entry_named() -> None:
     for bad in ("", "exa mple.com", "http://x.example", "a..b", "10.0.0.0/33x"):
         with pytest.raises(ValueError, match="neither a network"):
             parse_entries([bad])
+
+
+def test_operators_set_the_policy_by_environment_or_toml(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("TURBOCAT_CONFIG", raising=False)
+    monkeypatch.setenv("TURBOCAT_HOME", str(tmp_path))
+    monkeypatch.setenv("TURBOCAT_RUNTIMES__HTTP__ALLOW", '["127.0.0.1/32", "intranet.example"]')
+    monkeypatch.setenv("TURBOCAT_RUNTIMES__HTTP__SSRF_PROTECTION", "false")
+    http = load_settings().runtimes.http
+    assert http.allow == ["127.0.0.1/32", "intranet.example"] and http.ssrf_protection is False
+    monkeypatch.delenv("TURBOCAT_RUNTIMES__HTTP__ALLOW")
+    monkeypatch.delenv("TURBOCAT_RUNTIMES__HTTP__SSRF_PROTECTION")
+    toml = tmp_path / "turbocat.toml"
+    toml.write_text('[runtimes.http]\nallow = ["10.0.0.0/8"]\ndeny = ["self.example"]\n')
+    http = load_settings().runtimes.http
+    assert http.allow == ["10.0.0.0/8"] and http.deny == ["self.example"] and http.ssrf_protection
+    toml.write_text('[runtimes.http]\nallow = ["10.0.0.0/8", "not a host"]\n')
+    with pytest.raises(ValidationError, match="'not a host' is neither a network"):
+        load_settings()
