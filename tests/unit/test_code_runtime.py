@@ -349,3 +349,37 @@ async def test_a_lock_folder_made_by_someone_else_is_not_trusted(tmp_path: Path)
     err = await fails("def main(input):\n    return 1\n", "code_sandbox_unavailable",
                       state_dir=folder)  # fmt: skip
     assert "not a directory of the worker's own user" in err.message
+
+
+@needs_root
+async def test_only_the_standard_library_and_no_programs() -> None:
+    source = (
+        "import os, subprocess, sys\n"
+        "def main(input):\n"
+        "    out = {}\n"
+        "    for name in ('jmespath', 'turbocat', 'pydantic'):\n"
+        "        try:\n"
+        "            __import__(name)\n"
+        "            out[name] = 'imported'\n"
+        "        except ImportError:\n"
+        "            out[name] = 'missing'\n"
+        "    for cmd in (['/bin/sh', '-c', 'id'], [sys.executable, '-c', 'print(1)']):\n"
+        "        try:\n"
+        "            subprocess.run(cmd, capture_output=True)\n"
+        "            out[cmd[0]] = 'ran'\n"
+        "        except OSError as exc:\n"
+        "            out[cmd[0]] = exc.strerror\n"
+        "    with open('run.sh', 'w') as f:\n"
+        "        f.write('#!/bin/sh\\necho hi\\n')\n"
+        "    os.chmod('run.sh', 0o700)\n"
+        "    try:\n"
+        "        subprocess.run(['./run.sh'])\n"
+        "        out['own'] = 'ran'\n"
+        "    except OSError as exc:\n"
+        "        out['own'] = exc.strerror\n"
+        "    import json, decimal, zoneinfo, sqlite3, ssl, ctypes\n"
+        "    return out\n"
+    )
+    out = await run(source)
+    assert out.pop("jmespath") == out.pop("turbocat") == out.pop("pydantic") == "missing"
+    assert set(out.values()) == {"Permission denied"}, out

@@ -57,7 +57,7 @@ NET_BIND_TCP = 1 << 0  # ABI 4
 NET_CONNECT_TCP = 1 << 1
 SCOPE_ABSTRACT_UNIX_SOCKET = 1 << 0  # ABI 6
 SCOPE_SIGNAL = 1 << 1
-FILE_ACCESS = FS_EXECUTE | FS_WRITE_FILE | FS_READ_FILE | FS_TRUNCATE | FS_IOCTL_DEV
+FILE_ACCESS = FS_WRITE_FILE | FS_READ_FILE | FS_TRUNCATE | FS_IOCTL_DEV
 
 # readable by the user code besides the interpreter's own module directories
 SYSTEM_READ_PATHS = (
@@ -164,9 +164,9 @@ def landlock_abi() -> int:
 def open_rule_paths(workdir: str, read_paths: list[str]) -> list[tuple[int, int]]:
     """O_PATH descriptors of the Landlock rules, opened before the uid switch: the sandbox uid
     may not be able to reach the standard library's directory by name."""
-    rules = [(workdir, -1)] + [
-        (path, FS_EXECUTE | FS_READ_FILE | FS_READ_DIR) for path in read_paths
-    ]
+    # no execute right anywhere: shared libraries are mapped, not executed, so nothing of
+    # Python needs it, and no program (a shell, another interpreter) can be started
+    rules = [(workdir, -1)] + [(path, FS_READ_FILE | FS_READ_DIR) for path in read_paths]
     opened = []
     for path, access in rules:
         try:
@@ -205,7 +205,7 @@ def apply_landlock(rules: list[tuple[int, int]], network: bool) -> int:
         raise SandboxError(f"landlock_create_ruleset failed: {_errno_text()}")
     try:
         for fd, access in rules:
-            rule = LandlockPathBeneathAttr(fs if access == -1 else access & fs, fd)
+            rule = LandlockPathBeneathAttr((fs & ~FS_EXECUTE) if access == -1 else access & fs, fd)
             if _libc.syscall(SYS_LANDLOCK_ADD_RULE, ruleset, LANDLOCK_RULE_PATH_BENEATH,
                              ctypes.byref(rule), 0) != 0:  # fmt: skip
                 raise SandboxError(f"landlock_add_rule failed: {_errno_text()}")
