@@ -136,6 +136,25 @@ class TriggerSettings(BaseModel):
     """How often a worker looks for undispatched events."""
 
 
+class SchedulerSettings(BaseModel):
+    """Cron schedules and deployment health checks (``turbocat scheduler``, or embedded)."""
+
+    embedded: bool = True
+    """Run a scheduler inside ``turbocat serve``. Several may run (serve and ``turbocat
+    scheduler`` processes on PostgreSQL): each slot still fires once."""
+    poll_seconds: float = Field(default=1.0, gt=0)
+    """Longest an idle scheduler sleeps before looking for due slots again."""
+    misfire_grace_seconds: float = Field(default=60.0, ge=0)
+    """A slot reached later than this after its time (the scheduler was down) is a misfire:
+    the schedule's misfire policy decides whether it runs."""
+    health_check_seconds: float = Field(default=30.0, gt=0)
+    """How often running deployments get a health check."""
+    health_window_seconds: float = Field(default=900.0, gt=0)
+    """Executions that ended within this window make a deployment's error rate and latency."""
+    worker_heartbeat_timeout_seconds: float = Field(default=90.0, gt=0)
+    """A worker whose last heartbeat is older than this serves nothing (health checks)."""
+
+
 class CodeRuntimeSettings(BaseModel):
     """The ``code`` agent kind: user Python in a separate, limited process (docs/agents.md)."""
 
@@ -281,6 +300,7 @@ class Settings(BaseSettings):
     definitions: DefinitionLimitSettings = Field(default_factory=DefinitionLimitSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     runtimes: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     triggers: TriggerSettings = Field(default_factory=TriggerSettings)
     secret_key_file: Path | None = None
     """File holding the credential encryption keys; default $TURBOCAT_HOME/secret-keys.json."""

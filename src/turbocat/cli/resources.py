@@ -6,6 +6,7 @@ They talk to a running server: ``--url``/``TURBOCAT_URL`` (default http://127.0.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -95,6 +96,41 @@ def workflows_import(
         lambda c: c.workflows.import_(content, yaml=_is_yaml(file, None), update=update),
     )
     console.print(f"imported {wf['kebab_name']} version {wf['version']} ({wf['id']})")
+
+
+@workflows_app.command("run")
+def workflows_run(
+    ref: str = typer.Argument(..., help="Workflow id or kebab name (its latest version)"),
+    input_json: str = typer.Option("{}", "--input", "-i", help="Input as a JSON object"),
+    wait: float = typer.Option(
+        None, "--wait", min=0, help="Seconds to wait for the output [default: do not wait]"
+    ),
+    idempotency_key: str = typer.Option(
+        None, "--idempotency-key", help="Run at most once for this key (safe to retry)"
+    ),
+    url: str = UrlOpt,
+    api_key: str = KeyOpt,
+) -> None:
+    """Start an execution; with --wait, print its output as JSON when it ends in time."""
+    try:
+        payload = json.loads(input_json)
+    except ValueError as exc:
+        raise fail(f"--input is not JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise fail("--input must be a JSON object")
+    execution = _call(
+        url, api_key,
+        lambda c: c.workflows.run(
+            ref, payload, wait=wait, idempotency_key=idempotency_key, manual=True
+        ),
+    )  # fmt: skip
+    status = execution["status"]
+    if status in ("pending", "running", "waiting"):
+        console.print(f"execution {execution['id']} is {status}")
+        return
+    if status != "completed":
+        raise fail(f"execution {execution['id']} {status}: {execution.get('error_message')}")
+    typer.echo(json.dumps(execution["output_data"], indent=2))
 
 
 @agents_app.command("list")

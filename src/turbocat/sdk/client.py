@@ -133,6 +133,30 @@ class Workflows:
             "GET", f"/workflows/{workflow_id}/export", headers={"Accept": accept}
         ).text
 
+    def run(
+        self,
+        ref: str,
+        input: dict[str, Any] | None = None,
+        *,
+        wait: float | None = None,
+        idempotency_key: str | None = None,
+        manual: bool = False,
+    ) -> dict[str, Any]:
+        """Start an execution of a workflow (by id, or by kebab name: its latest version).
+
+        With ``wait``, the server holds the answer up to that many seconds: the execution as it
+        ended (with ``output_data``), or as it is when the time ran out (status still live).
+        The same ``idempotency_key`` with the same input returns the same execution."""
+        workflow_id = ref if _is_id(ref) else self.get(ref)["id"]
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        params = {"wait": wait} if wait else {}
+        result: dict[str, Any] = self._c.json(
+            "POST", f"/workflows/{workflow_id}/executions", headers=headers, params=params,
+            json={"input": input or {}, "trigger_type": "manual" if manual else "api"},
+            timeout=(wait or 0) + 30,
+        )  # fmt: skip
+        return result
+
     def import_(self, content: str, *, yaml: bool = False, update: bool = False) -> dict[str, Any]:
         """Create (or with ``update``, version) a workflow from an exported file's text."""
         content_type = "application/yaml" if yaml else "application/json"
