@@ -10,6 +10,7 @@ from turbocat.api.ratelimit import RateLimiter
 from turbocat.config import Settings
 from turbocat.db.engine import Database
 from turbocat.engine.plan import PlanCache
+from turbocat.engine.scheduler import Scheduler, SchedulerConfig
 from turbocat.engine.worker import Notifier, Worker, WorkerConfig
 from turbocat.security.crypto import KeyringSource
 from turbocat.security.passwords import PasswordHasher
@@ -60,6 +61,20 @@ class AppContext:
             max_depth=triggers.event_max_depth, poll_seconds=triggers.event_poll_seconds,
             wake=self.events,
         )  # fmt: skip
+
+    def scheduler(self) -> Scheduler:
+        """A scheduler over this process's database, clock and plan cache (settings applied)."""
+        conf = self.settings.scheduler
+        config = SchedulerConfig(
+            poll_seconds=conf.poll_seconds,
+            misfire_grace=dt.timedelta(seconds=conf.misfire_grace_seconds),
+            health_check_every=dt.timedelta(seconds=conf.health_check_seconds),
+            health_window=dt.timedelta(seconds=conf.health_window_seconds),
+            heartbeat_timeout=dt.timedelta(seconds=conf.worker_heartbeat_timeout_seconds),
+        )
+        return Scheduler(
+            self.db, config, clock=self.clock, plans=self.plans, notify=self.notifier.notify
+        )
 
     @classmethod
     def build(cls, settings: Settings, *, app_role: bool = True) -> AppContext:

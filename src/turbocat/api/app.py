@@ -25,6 +25,7 @@ from turbocat.api.routes import (
     audit_logs,
     auth,
     components,
+    deployments,
     events,
     executions,
     health,
@@ -33,6 +34,7 @@ from turbocat.api.routes import (
     organizations,
     projects,
     prompts,
+    schedules,
     task_queues,
     templates,
     users,
@@ -73,12 +75,19 @@ async def _flush_key_usage(ctx: AppContext) -> None:
 
 
 def create_app(
-    settings: Settings, context: AppContext | None = None, *, embedded_worker: bool | None = None
+    settings: Settings,
+    context: AppContext | None = None,
+    *,
+    embedded_worker: bool | None = None,
+    embedded_scheduler: bool | None = None,
 ) -> FastAPI:
-    """The API; with ``embedded_worker`` (default: the setting) a worker runs in the process."""
+    """The API; with ``embedded_worker`` / ``embedded_scheduler`` (default: the settings) a
+    worker and a scheduler run in the process."""
     ctx = context or AppContext.build(settings)
     if embedded_worker is None:
         embedded_worker = settings.engine.embedded_worker
+    if embedded_scheduler is None:
+        embedded_scheduler = settings.scheduler.embedded
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -94,12 +103,19 @@ def create_app(
             if embedded_worker
             else None
         )
+        scheduler = (
+            asyncio.create_task(ctx.scheduler().run(stop_worker), name="embedded-scheduler")
+            if embedded_scheduler
+            else None
+        )
         try:
             yield
         finally:
             stop_worker.set()
             if worker is not None:
                 await worker
+            if scheduler is not None:
+                await scheduler
             if dispatcher is not None:
                 await dispatcher
             flusher.cancel()
@@ -141,6 +157,8 @@ def create_app(
         prompts,
         templates,
         task_queues,
+        schedules,
+        deployments,
         webhooks,
         events,
     ):

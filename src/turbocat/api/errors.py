@@ -31,6 +31,7 @@ _STATUS: list[tuple[type[errors.TurbocatError], int]] = [
     (errors.PermissionDenied, 403),
     (errors.QuotaExceeded, 403),
     (errors.RateLimited, 429),
+    (errors.Unavailable, 503),
     (errors.FeatureDisabled, 403),
     (errors.PayloadTooLarge, 413),
     (errors.UnsupportedMediaType, 415),
@@ -90,7 +91,7 @@ async def _turbocat_error(request: Request, exc: Exception) -> JSONResponse:
         field_errors = [_field(e.path, e.message, e.code) for e in exc.errors]
     if isinstance(exc, errors.AuthenticationFailed):
         headers["WWW-Authenticate"] = 'Bearer realm="turbocat"'
-    if isinstance(exc, errors.RateLimited):
+    if isinstance(exc, errors.RateLimited | errors.Unavailable):
         headers["Retry-After"] = str(exc.retry_after_seconds)
         extra["retry_after"] = exc.retry_after_seconds
     if isinstance(exc, errors.MissingScope):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 import turbocat
-from turbocat.cli import admin, db, resources, run, secrets, serve, templates, worker
+from turbocat.cli import admin, db, resources, run, scheduler, secrets, serve, templates, worker
 
 app = typer.Typer(
     name="turbocat",
@@ -17,6 +17,7 @@ app = typer.Typer(
 )
 app.command("serve")(serve.serve)
 app.command("worker")(worker.worker)
+app.command("scheduler")(scheduler.scheduler)
 app.command("run")(run.run)
 app.add_typer(db.app, name="db")
 app.add_typer(admin.users_app, name="users")

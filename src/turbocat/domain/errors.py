@@ -107,6 +107,17 @@ class RateLimited(TurbocatError):
         self.retry_after_seconds = max(1, retry_after_seconds)
 
 
+class Unavailable(TurbocatError):
+    """The resource exists but serves nothing now (e.g. a deployment in maintenance)."""
+
+    title = "Service unavailable"
+    code = "unavailable"
+
+    def __init__(self, detail: str, retry_after_seconds: int) -> None:
+        super().__init__(detail)
+        self.retry_after_seconds = max(1, retry_after_seconds)
+
+
 class FeatureDisabled(TurbocatError):
     title = "Disabled"
     code = "disabled"

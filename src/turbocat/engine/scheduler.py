@@ -1,0 +1,137 @@
+"""The scheduler loop: fire due cron slots, and run the periodic deployment health check.
+
+One runs inside ``turbocat serve`` (``scheduler.embedded``) and any number in ``turbocat
+scheduler`` processes (PostgreSQL). They need no coordination: each slot is fired in its own
+transaction that the database lets only one scheduler commit (``services.schedules.fire``).
+
+Timers of wait steps (``wait`` with a duration, retry back-off, signal timeouts) are the same
+idea served by the worker: a step run waits as ``ready`` with ``scheduled_for`` in the future,
+and the worker's claim takes it when the time has come (``store.claim`` filters on
+``scheduled_for <= now``, ``store.next_due`` bounds the idle sleep); the lease on the claimed
+row makes that exactly-once too. The scheduler therefore only handles cron slots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy.exc import IntegrityError
+
+from turbocat.db.engine import Database, TenantContext, is_conflict
+from turbocat.domain import deployments as deployment_rules
+from turbocat.engine.plan import PlanCache
+from turbocat.services import deployments, schedules
+
+log = logging.getLogger("turbocat.scheduler")
+SYSTEM = TenantContext(system=True)
+
+
+@dataclass
+class SchedulerConfig:
+    poll_seconds: float = 1.0
+    misfire_grace: dt.timedelta = dt.timedelta(seconds=60)
+    health_check_every: dt.timedelta = dt.timedelta(seconds=30)
+    health_window: dt.timedelta = dt.timedelta(minutes=15)
+    heartbeat_timeout: dt.timedelta = dt.timedelta(seconds=90)
+    batch: int = 100
+    """Due schedules looked at per pass."""
+
+
+@dataclass
+class TickResult:
+    fired: list[schedules.Fired]
+    health_checked: int = 0
+
+
+class Scheduler:
+    def __init__(
+        self,
+        db: Database,
+        config: SchedulerConfig,
+        *,
+        clock: Callable[[], dt.datetime],
+        plans: PlanCache | None = None,
+        notify: Callable[[], None] = lambda: None,
+        thresholds: deployment_rules.HealthThresholds | None = None,
+    ) -> None:
+        self.db = db
+        self.config = config
+        self.clock = clock
+        self.plans = plans or PlanCache()
+        self.notify = notify
+        self.thresholds = thresholds or deployment_rules.HealthThresholds()
+        self._last_health: dt.datetime | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Tick until ``stop`` is set."""
+        while not stop.is_set():
+            try:
+                await self.tick()
+                wait = await self._idle_wait()
+            except Exception:
+                log.exception("scheduler tick failed; retrying")
+                wait = self.config.poll_seconds
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=wait)
+
+    async def _idle_wait(self) -> float:
+        now = self.clock()
+        async with self.db.transaction(SYSTEM, readonly=True) as session:
+            nxt = await schedules.next_due(session)
+        if nxt is None:
+            return self.config.poll_seconds
+        return max(0.0, min(self.config.poll_seconds, (nxt - now).total_seconds()))
+
+    async def tick(self) -> TickResult:
+        """Fire every slot due now (each in its own transaction), then the health check when
+        it is due."""
+        result = TickResult(fired=[])
+        while True:
+            now = self.clock()
+            async with self.db.transaction(SYSTEM, readonly=True) as session:
+                due = await schedules.due(session, now, self.config.batch)
+            fired_any = False
+            for schedule_id in due:
+                fired = await self._fire(schedule_id, now)
+                if fired is not None:
+                    result.fired.append(fired)
+                    fired_any = True
+            if len(due) < self.config.batch or not fired_any:
+                break
+        now = self.clock()
+        if self._last_health is None or now - self._last_health >= self.config.health_check_every:
+            self._last_health = now
+            result.health_checked = await self.check_health(now)
+        return result
+
+    async def _fire(self, schedule_id: uuid.UUID, now: dt.datetime) -> schedules.Fired | None:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                async with self.db.transaction(SYSTEM) as session:
+                    return await schedules.fire(
+                        session, schedule_id, plans=self.plans, notify=self.notify,
+                        now=now, grace=self.config.misfire_grace,
+                    )  # fmt: skip
+            except IntegrityError:
+                return None  # the slot's execution exists: another scheduler fired it
+            except Exception as exc:
+                # A deadlock or serialization failure: the database refused one of two racing
+                # schedulers; looking again finds the slot fired (or fires it).
+                if not is_conflict(exc) or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.01)
+
+    async def check_health(self, now: dt.datetime) -> int:
+        async with self.db.transaction(SYSTEM) as session:
+            return await deployments.check_health(
+                session, now, window=self.config.health_window,
+                heartbeat_timeout=self.config.heartbeat_timeout, thresholds=self.thresholds,
+            )  # fmt: skip
