@@ -55,18 +55,27 @@ async def create(client: httpx.AsyncClient, who: Account, url: str, body: dict[s
     return dict(r.json())
 
 
-async def assistant(
-    client: httpx.AsyncClient, who: Account, fake: FakeLLM, key: str, **config: Any
-) -> str:
-    """An integration holding ``key`` (and the fake's URL), and an llm agent using it."""
-    integration = await create(client, who, "/api/v1/integrations", {
+async def integration(client: httpx.AsyncClient, who: Account, fake: FakeLLM, key: str) -> str:
+    """An openai integration holding ``key`` and the fake's URL."""
+    found = await create(client, who, "/api/v1/integrations", {
         "name": f"llm {uuid.uuid4().hex[:4]}", "provider": "openai",
         "credentials": {"api_key": key}, "settings": {"base_url": fake.openai_url},
     })  # fmt: skip
+    return str(found["id"])
+
+
+async def assistant(
+    client: httpx.AsyncClient, who: Account, fake: FakeLLM, key: str | None = None,
+    integration_id: str | None = None, **config: Any,
+) -> str:  # fmt: skip
+    """An llm agent using ``integration_id`` (or a new integration holding ``key``)."""
+    if integration_id is None:
+        assert key is not None
+        integration_id = await integration(client, who, fake, key)
     name = f"assistant-{uuid.uuid4().hex[:6]}"
     await create(client, who, "/api/v1/agents", {
         "name": name, "type": "llm", "status": "active",
-        "config": {"provider": "openai", "model": "m-1", "integration_id": integration["id"],
+        "config": {"provider": "openai", "model": "m-1", "integration_id": integration_id,
                    "system_prompt": "You help with orders.",
                    "user_prompt": "Which orders are big? {{ inputs.orders }}"} | config,
     })  # fmt: skip
@@ -177,3 +186,48 @@ async def test_refused_key_fails_for_good_and_429_is_retried(
     assert done["status"] == "completed", done
     assert done["output_data"] == {"answer": "fine now"}
     assert done["steps"][-1]["attempt"] == 3
+
+
+async def test_prompt_from_the_catalog_and_tools_only_of_the_organization(
+    client: httpx.AsyncClient, fake: FakeLLM
+) -> None:
+    owner = await signup(client, "llm-prompt@example.com")
+    other = await signup(client, "llm-other@example.com", organization="Other")
+    prompt = await create(client, owner, "/api/v1/prompts", {
+        "name": "orders-helper", "model_name": "prompt-model", "parameters": {"temperature": 0.2},
+        "prompt_content": "You help {{ vars.company }} with orders.",
+        "prompt_variables": {"company": {"type": "string", "required": True}},
+    })  # fmt: skip
+    key = await integration(client, owner, fake, "sk-live-123")
+    agent = await assistant(
+        client, owner, fake, integration_id=key, model=None, system_prompt=None,
+        prompt_id=prompt["id"], prompt_variables={"company": "{{ input.company }}"},
+    )  # fmt: skip
+    fake.text("ok")
+    done = await run_workflow(client, owner, ask(agent), {"orders": [], "company": "Acme"})
+    assert done["status"] == "completed", done
+    body = fake.bodies[-1]
+    assert body["model"] == "prompt-model" and body["temperature"] == 0.2
+    assert body["messages"][0] == {"role": "system", "content": "You help Acme with orders."}
+
+    # another organization's agent and private prompt are out of reach, by id or by name
+    theirs = await create(client, other, "/api/v1/agents", {
+        "name": "their-tool", "type": "data", "config": {"query": "@"},
+    })  # fmt: skip
+    their_prompt = await create(client, other, "/api/v1/prompts", {
+        "name": "their-prompt", "model_name": "m", "prompt_content": "secret instructions",
+        "visibility": "private",
+    })  # fmt: skip
+    for ref in (theirs["id"], "their-tool"):
+        sneaky = await assistant(
+            client, owner, fake, integration_id=key, tools=[{"type": "agent", "ref": ref}]
+        )
+        done = await run_workflow(client, owner, ask(sneaky), {"orders": []})
+        (step,) = done["steps"]
+        assert step["error"]["type"] == "tool_unavailable", step
+    sneaky = await assistant(
+        client, owner, fake, integration_id=key, system_prompt=None, prompt_id=their_prompt["id"]
+    )
+    done = await run_workflow(client, owner, ask(sneaky), {"orders": []})
+    assert done["steps"][0]["error"]["type"] == "prompt_unavailable", done
+    assert len(fake.requests) == 1  # none of these reached the provider
