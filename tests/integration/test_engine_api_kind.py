@@ -58,6 +58,15 @@ async def test_api_steps_call_out_with_credentials_and_idempotency_keys(
     )
     assert r.status_code == 201, r.text
     integration_id = r.json()["id"]
+    r = await client.post(
+        "/api/v1/agents",
+        headers=owner.headers,
+        json={"name": "crm-lookup", "type": "api", "config": {
+            "url": "/echo", "integration_id": integration_id,
+            "headers": {"X-Email": "{{ inputs.email }}"},
+        }},
+    )  # fmt: skip
+    assert r.status_code == 201, r.text
     definition = {
         "vars": {"tag": "vip"},
         "steps": [
@@ -74,6 +83,13 @@ async def test_api_steps_call_out_with_credentials_and_idempotency_keys(
                         "body": {"name": "{{ input.name }}"},
                     },
                 },
+            },
+            {
+                "key": "lookup",
+                "type": "agent",
+                "agent": "crm-lookup",
+                "depends_on": ["create"],
+                "inputs": {"email": "ada@example.com", "query": {"id": "{{ input.name }}"}},
             },
             {
                 "key": "metadata",
@@ -95,7 +111,11 @@ async def test_api_steps_call_out_with_credentials_and_idempotency_keys(
     assert done["status"] == "completed" and done["result"] == "partial", done
     assert done["output_data"] == {"sent": '{"name":"Ada"}', "status": 200}
     steps = {s["step_key"]: s for s in done["steps"]}
-    [seen] = server.requests
+    seen, looked_up = server.requests
+    assert looked_up.method == "GET" and looked_up.path == "/echo?id=Ada"
+    assert looked_up.headers["X-Email"] == "ada@example.com"
+    assert looked_up.headers["Authorization"] == "Bearer crm-token-42"
+    assert steps["lookup"]["status"] == "completed"
     assert seen.method == "POST" and seen.path == "/echo?tag=vip"
     assert seen.headers["Authorization"] == "Bearer crm-token-42"
     assert seen.headers["Idempotency-Key"] == steps["create"]["idempotency_key"]
