@@ -38,6 +38,7 @@ from turbocat.config import HttpRuntimeSettings
 from turbocat.domain.agents import ApiConfig
 from turbocat.domain.enums import LogLevel
 from turbocat.domain.expressions import ROOTS, ExpressionError, JSONValue, compile_template
+from turbocat.domain.integrations import CREDENTIAL_FIELDS, AuthKind
 from turbocat.domain.netpolicy import AddressRefused, IPAddress, NetPolicy
 from turbocat.domain.redaction import REDACTED, is_secret_key
 from turbocat.engine.agents.base import AgentError, Credential, Invocation
@@ -373,6 +374,18 @@ def _why(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def _secret_values(credential: Credential | None) -> list[str]:
+    """The credential's secret fields (a password, not the user name beside it)."""
+    if credential is None:
+        return []
+    try:
+        fields = CREDENTIAL_FIELDS[AuthKind(credential.auth_kind)]
+    except ValueError:
+        return list(credential.secrets.values())
+    secret = {f.name for f in fields if f.secret}
+    return [v for k, v in credential.secrets.items() if k in secret]
+
+
 class _Redactor:
     """Replaces the credential's secret values wherever a message might quote them."""
 
@@ -507,10 +520,8 @@ async def invoke(call: Invocation) -> JSONValue:
     headers = {**_without(headers, auth), **auth}
     secret_headers |= {k.lower() for k in auth}
     # a server may echo the credential back: never quote it in a message
-    redact = _Redactor(
-        [*(credential.secrets.values() if credential else ()), *auth.values(),
-         *(v.split(" ", 1)[-1] for v in auth.values())]
-    )  # fmt: skip
+    redact = _Redactor([*_secret_values(credential), *auth.values(),
+                        *(v.split(" ", 1)[-1] for v in auth.values())])  # fmt: skip
     content = _encode_body(spec.body, headers)
     _check_headers(headers)
 
