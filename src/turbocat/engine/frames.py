@@ -162,6 +162,102 @@ async def context_at(
     return context_for(execution, plan, merged, loop=loop)
 
 
+async def step_context(
+    session: AsyncSession,
+    execution: ExecutionRow,
+    plan: Plan,
+    scope: str,
+    key: str,
+) -> Context:
+    """The context step ``key`` of frame ``scope`` runs with: like ``context_at``, but with
+    only the runs its expressions read (and its loop's container, for ``item``), so that a
+    step of a wide graph loads a few rows rather than the whole frame."""
+    reads = plan.reads.get(key)
+    scopes = [scope] if scope == "" else ancestors(scope)
+    cache = _cache(session)
+    if reads is None or all((execution.id, s) in cache for s in scopes):
+        return await context_at(session, execution, plan, scope)
+    inner = innermost_loop(scope)
+    wanted = set(reads) | ({inner[1]} if inner is not None else set())
+    chain: dict[str, dict[str, StepRunRow]] = {s: {} for s in scopes}
+    if wanted:
+        rows = await session.execute(
+            select(StepRunRow)
+            .where(
+                StepRunRow.execution_id == execution.id,
+                StepRunRow.scope.in_(scopes),
+                StepRunRow.step_key.in_(sorted(wanted)),
+            )
+            .order_by(StepRunRow.attempt)
+        )
+        for row in rows.scalars():
+            chain[row.scope][row.step_key] = row
+    merged: dict[str, StepRunRow] = {}
+    for runs in chain.values():
+        merged.update(runs)
+    loop = None
+    if inner is not None:
+        loop_at, container_key, index = inner
+        loop = (_item(chain[loop_at].get(container_key), index), index)
+    return context_for(execution, plan, merged, loop=loop)
+
+
+@dataclass(frozen=True)
+class RunState:
+    """A run as the graph sees it, without its data: its id and progress state."""
+
+    id: uuid.UUID
+    status: StepStatus
+    branch: str | None
+
+
+async def frame_states(
+    session: AsyncSession, plan: Plan, execution_id: uuid.UUID, scope: str, owner: str | None
+) -> dict[str, RunState]:
+    """The latest attempt of every step of one frame, as ids and states only (no inputs or
+    outputs, but a condition's chosen label): what moving the graph forward needs."""
+    cached = _cache(session).get((execution_id, scope))
+    if cached is not None:
+        return {k: RunState(r.id, r.status, branch_of(r)) for k, r in cached.items()}
+    conditions = [k for k in plan.nodes[owner] if plan.steps[k].type == "condition"]
+    columns = [StepRunRow.id, StepRunRow.step_key, StepRunRow.status]
+    rows = await session.execute(
+        select(*columns)
+        .where(StepRunRow.execution_id == execution_id, StepRunRow.scope == scope)
+        .order_by(StepRunRow.attempt)
+    )
+    states = {row.step_key: RunState(row.id, row.status, None) for row in rows.all()}
+    if conditions:
+        labels = await session.execute(
+            select(StepRunRow.step_key, StepRunRow.output).where(
+                StepRunRow.id.in_([states[k].id for k in conditions if k in states])
+            )
+        )
+        for key, output in labels.all():
+            label = output.get("label") if isinstance(output, dict) else None
+            states[key] = RunState(states[key].id, states[key].status, label)
+    return states
+
+
+async def runs_by_id(
+    session: AsyncSession, ids: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, StepRunRow]:
+    """Full rows, for the few runs a transaction changes."""
+    wanted = list(ids)
+    if not wanted:
+        return {}
+    rows = await session.execute(select(StepRunRow).where(StepRunRow.id.in_(wanted)))
+    return {row.id: row for row in rows.scalars()}
+
+
+def branch_of(run: StepRunRow) -> str | None:
+    """The label a completed condition chose."""
+    if run.step_type != StepType.CONDITION or not isinstance(run.output, dict):
+        return None
+    label = run.output.get("label")
+    return label if isinstance(label, str) else None
+
+
 @dataclass
 class Opening:
     """What opening steps did: queues with new ready work, steps that ended at once (a loop

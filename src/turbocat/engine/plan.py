@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,7 @@ from turbocat.domain.definitions import (
 )
 from turbocat.domain.definitions.graph import walk_graphs
 from turbocat.domain.enums import OnError
+from turbocat.domain.expressions import ExpressionError, compile_template, references
 
 CONTAINERS = (LoopStep, ParallelStep)
 """Steps that run a body of other steps rather than work of their own."""
@@ -67,6 +69,9 @@ class Plan:
     agent_ids: dict[str, uuid.UUID] = field(default_factory=dict)
     work_queues: dict[str, WorkQueueDef] = field(default_factory=dict)
     """The declared work queues by name."""
+    reads: dict[str, frozenset[str] | None] = field(default_factory=dict)
+    """The step keys whose runs each step's expressions read (``steps.X``); None when it
+    cannot be known (then a step sees every step). Lets a worker load only those runs."""
 
     def queue_of(self, key: str) -> str:
         return self.steps[key].task_queue or self.task_queue
@@ -95,6 +100,37 @@ def _node(step: AnyStep) -> progress.Node:
         join_any=step.join.value == "any",
         on_error=OnError(step.on_error.value),
     )
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def step_reads(step: AnyStep) -> frozenset[str] | None:
+    """Keys of the steps that ``step``'s templates read (its inputs, conditions, ``over``,
+    ``until``, inline component config...). Validation only lets constant ``steps.X`` paths
+    through; anything else falls back to None (read everything)."""
+    keys: set[str] = set()
+    for text in _strings(step.model_dump(mode="json", exclude_none=True)):
+        if "{{" not in text:
+            continue
+        try:
+            refs = references(compile_template(text))
+        except ExpressionError:
+            return None
+        for ref in refs:
+            if ref[0] == "steps":
+                if len(ref) < 2:
+                    return None
+                keys.add(ref[1])
+    return frozenset(keys)
 
 
 def build(workflow_id: uuid.UUID, document: dict[str, Any], task_queue: str) -> Plan:
@@ -126,6 +162,7 @@ def build(workflow_id: uuid.UUID, document: dict[str, Any], task_queue: str) -> 
         defn.task_queue or task_queue,
         has_signal_waits=waits,
         work_queues={q.name: q for q in defn.work_queues},
+        reads={key: step_reads(step) for key, step in steps.items()},
     )
 
 
@@ -136,6 +173,15 @@ class PlanCache:
     def __init__(self, size: int = 256) -> None:
         self._plans: OrderedDict[tuple[uuid.UUID, str], Plan] = OrderedDict()
         self._size = size
+        self._ran: OrderedDict[uuid.UUID, Plan] = OrderedDict()
+
+    def of_version(self, workflow_id: uuid.UUID) -> Plan | None:
+        """The plan of a version that has executions, without reading the row: such a version
+        never changes what it runs (an edit makes the next version)."""
+        plan = self._ran.get(workflow_id)
+        if plan is not None:
+            self._ran.move_to_end(workflow_id)
+        return plan
 
     def get(
         self, workflow_id: uuid.UUID, version_stamp: str, document: dict[str, Any], queue: str
@@ -167,4 +213,11 @@ class PlanCache:
             plan, agent_ids={key: agent for key, agent in rows.all() if agent}
         )
         self._plans[(workflow.id, stamp)] = plan
+        return plan
+
+    def remember_ran(self, plan: Plan) -> Plan:
+        """Note that ``plan``'s version has an execution (see ``of_version``)."""
+        self._ran[plan.workflow_id] = plan
+        if len(self._ran) > self._size:
+            self._ran.popitem(last=False)
         return plan

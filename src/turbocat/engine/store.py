@@ -248,16 +248,8 @@ async def _within_agent_limits(
     return taken
 
 
-def _branch(run: StepRunRow) -> str | None:
-    """The label a completed condition chose."""
-    if run.step_type != StepType.CONDITION or not isinstance(run.output, dict):
-        return None
-    label = run.output.get("label")
-    return label if isinstance(label, str) else None
-
-
 def states_of(runs: dict[str, StepRunRow]) -> dict[str, progress.State]:
-    return {key: progress.State(run.status, _branch(run)) for key, run in runs.items()}
+    return {key: progress.State(run.status, frames.branch_of(run)) for key, run in runs.items()}
 
 
 def _retry_policy(plan: Plan, key: str) -> Retry | None:
@@ -285,8 +277,10 @@ class Recorded:
     queues: set[str] = field(default_factory=set)
     """Queues with new ready steps; announced when the caller is done."""
     chained: list[StepRunRow] = field(default_factory=list)
-    """Ready steps of this execution that the recording worker claimed in the same
-    transaction (it runs them next, without another claim or wake-up)."""
+    """Ready steps the recording worker claimed in the same transaction (it runs them next,
+    without another claim or wake-up): this execution's new ones, else any that wait."""
+    own_chained: int = 0
+    """How many of ``chained`` are this execution's (the rest need no announcement)."""
 
 
 @dataclass(frozen=True)
@@ -333,18 +327,25 @@ async def record_outcome(
         log(session, execution, line.message, line.at, level=line.level, run=settled[1],
             **line.metadata)  # fmt: skip
     await _after(session, *settled, outcome.failure, plan, now, rand, recorded)
-    if chain is not None and chain.limit > 0 and recorded.made_ready:
-        recorded.chained = await claim(
-            session, worker_id=chain.worker_id, queues=chain.queues, limit=chain.limit,
-            now=now, lease=chain.lease, execution_id=execution.id,
-        )  # fmt: skip
+    if chain is not None and chain.limit > 0:
+        if recorded.made_ready:  # this execution's next steps first: they are warm
+            recorded.chained = await claim(
+                session, worker_id=chain.worker_id, queues=chain.queues, limit=chain.limit,
+                now=now, lease=chain.lease, execution_id=execution.id,
+            )  # fmt: skip
+            recorded.own_chained = len(recorded.chained)
+        if not recorded.chained:  # else whatever waits: the slot never goes idle
+            recorded.chained = await claim(
+                session, worker_id=chain.worker_id, queues=chain.queues, limit=chain.limit,
+                now=now, lease=chain.lease,
+            )  # fmt: skip
     await _announce(session, recorded)
     return recorded
 
 
 async def _announce(session: AsyncSession, recorded: Recorded) -> None:
     """Wake workers for the new ready steps nobody has claimed yet."""
-    if recorded.chained and len(recorded.chained) >= recorded.made_ready:
+    if recorded.made_ready and recorded.own_chained >= recorded.made_ready:
         return
     for queue in sorted(recorded.queues):
         await signals.announce(session, signals.READY, queue)
@@ -449,23 +450,31 @@ async def _after(
     if failure is not None and plan.steps[run.step_key].on_error.value != OnError.CONTINUE.value:
         await _fail_frame(session, execution, run, failure, plan, now, rand, recorded)
         return
-    frame = await frames.frame_runs(session, execution.id, run.scope)
-    nodes = plan.nodes[plan.owner[run.step_key]]
-    decision = progress.advance(nodes, states_of(frame))
+    owner = plan.owner[run.step_key]
+    nodes = plan.nodes[owner]
+    # Ids and states only: a wide frame is not loaded whole for every step that ends in it.
+    ids = await frames.frame_states(session, plan, execution.id, run.scope, owner)
+    states = {key: progress.State(state.status, state.branch) for key, state in ids.items()}
+    decision = progress.advance(nodes, states)
+    touched = [ids[key].id for key in (*decision.skipped, *decision.ready)]
+    changed = await frames.runs_by_id(session, touched)
     for key in decision.skipped:
-        frame[key].status, frame[key].completed_at, frame[key].updated_at = S.SKIPPED, now, now
+        skipped = changed[ids[key].id]
+        skipped.status, skipped.completed_at, skipped.updated_at = S.SKIPPED, now, now
+        states[key] = progress.State(S.SKIPPED)
 
     async def context() -> frames.Context:
         return await frames.context_at(session, execution, plan, run.scope)
 
     opening = frames.Opening()
-    ready = [frame[key] for key in decision.ready]
+    ready = [changed[ids[key].id] for key in decision.ready]
     await frames.make_ready(session, execution, plan, ready, context, now, opening)
     if await _settle_opened(session, execution, plan, opening, now, recorded):
         return
-    if not progress.finished(states_of(frame), nodes):
+    if ready or not progress.finished(states, nodes):
         await refresh_status(session, execution, plan, now)
         return
+    frame = await frames.frame_runs(session, execution.id, run.scope)  # it finished: all of it
     if run.parent_id is None:
         await _finish(session, execution, plan, frame, now)
         recorded.finished = True

@@ -406,7 +406,9 @@ class Worker:
             log.warning("step run %s lost its lease; its result was discarded", run_id)
         for run, loaded in successors:
             self._spawn(run, loaded)
-        if recorded.made_ready > len(successors) or recorded.finished:  # or admitted executions
+        if not successors or recorded.made_ready > len(successors) or recorded.finished:
+            # A slot is free (or admitted executions may wait): the loop claims again now
+            # rather than at its next timer.
             self.notifier.notify()
 
     async def _while_unreachable(self, attempt: Callable[[], Awaitable[_T]]) -> _T:
@@ -440,12 +442,14 @@ class Worker:
         """What running ``run`` needs: its plan, step, expression context and saved agent."""
         execution = await session.get(ExecutionRow, run.execution_id)
         assert execution is not None
-        workflow = await session.get(WorkflowRow, execution.workflow_id)
-        assert workflow is not None
-        plan = await self.plans.load(session, workflow)
+        plan = self.plans.of_version(execution.workflow_id)
+        if plan is None:
+            workflow = await session.get(WorkflowRow, execution.workflow_id)
+            assert workflow is not None
+            plan = self.plans.remember_ran(await self.plans.load(session, workflow))
         step = plan.steps[run.step_key]
-        context = await frames.context_at(session, execution, plan, run.scope)
-        agent = await _saved_agent(session, workflow.id, step)
+        context = await frames.step_context(session, execution, plan, run.scope, run.step_key)
+        agent = await _saved_agent(session, plan.workflow_id, step)
         return plan, step, context, agent
 
 
