@@ -397,3 +397,74 @@ def test_retry_after_takes_seconds_or_a_date() -> None:
     assert retry_after({"retry-after": "Thu, 01 Jan 2026 00:00:30 GMT"}, now) == 30.0
     assert retry_after({"retry-after": "soon"}, now) is None
     assert retry_after({}, now) is None
+
+
+async def test_an_llm_agent_as_a_tool(fake: FakeLLM) -> None:
+    helper = ToolTarget(
+        type="agent", ref="helper", name="helper", description="Asks another model",
+        parameters={}, kind="llm",
+        config={"provider": "anthropic", "model": "inner", "base_url": fake.anthropic_url},
+    )  # fmt: skip
+    services = RecordingServices(tools={"helper": helper})
+    fake.tool("helper", {"q": "x"}, usage=(1, 1))
+    fake.text("inner answer", usage=(2, 2))
+    fake.text("outer answer", usage=(3, 3))
+    out = await llm.invoke(
+        invocation(fake, "openai", services, tools=[{"type": "agent", "ref": "helper"}])
+    )
+    assert isinstance(out, dict) and out["content"] == "outer answer"
+    inner = out["tool_calls"][0]["output"]
+    assert inner["content"] == "inner answer" and inner["usage"]["total_tokens"] == 4
+    assert [r.path for r in fake.requests] == [OPENAI, ANTHROPIC, OPENAI]
+    assert fake.bodies[1]["messages"][0]["content"][0]["text"] == '{"q": "x"}'
+    assert fake.bodies[0]["tools"][0]["function"]["parameters"] == {"type": "object"}
+    assert [u.total_tokens for u in services.usage] == [2, 4, 6]  # the tool's own call too
+
+
+async def test_tools_calling_tools_stop_at_three_levels(fake: FakeLLM) -> None:
+    config = {"provider": "openai", "model": "m", "base_url": fake.openai_url,
+              "tools": [{"type": "agent", "ref": "loop"}]}  # fmt: skip
+    looping = ToolTarget("agent", "loop", "loop", "Calls itself", {}, "llm", config)
+    services = RecordingServices(tools={"loop": looping})
+    for n in range(4):
+        fake.tool("loop", {}, call_id=f"c{n}")
+    for n in range(4):
+        fake.text(f"done {3 - n}")
+    out = await llm.invoke(
+        invocation(fake, "openai", services, tools=[{"type": "agent", "ref": "loop"}])
+    )
+    assert isinstance(out, dict) and out["content"] == "done 0"
+    keys = [key for _, _, key in services.tool_calls]
+    assert keys[-1] == "ex:ask:0:tool:c0:tool:c1:tool:c2:tool:c3"
+    deepest = json.dumps(fake.bodies[4]["messages"])
+    assert "deeper than 3 levels" in deepest
+
+
+async def test_max_completion_tokens_when_max_tokens_is_refused(fake: FakeLLM) -> None:
+    fake.fail(400, "Unsupported parameter: 'max_tokens' is not supported with this model. "
+              "Use 'max_completion_tokens' instead.")  # fmt: skip
+    fake.tool("big_orders", {"data": ORDERS})
+    fake.text("ok")
+    out = await llm.invoke(
+        invocation(fake, "openai", with_tools(), max_tokens=64,
+                   tools=[{"type": "agent", "ref": "big-orders"}])
+    )  # fmt: skip
+    assert isinstance(out, dict) and out["content"] == "ok" and out["usage"]["calls"] == 2
+    first, second, third = fake.bodies
+    assert first["max_tokens"] == 64 and "max_completion_tokens" not in first
+    assert second["max_completion_tokens"] == 64 and "max_tokens" not in second
+    assert third["max_completion_tokens"] == 64
+    for _ in range(2):  # switched once, never in a loop
+        fake.fail(400, "Unsupported parameter: 'max_completion_tokens'")
+    error = await fails(invocation(fake, "openai", max_tokens=64))
+    assert error.kind == "llm_request_refused" and len(fake.requests) == 5
+
+
+def test_base_url_query_is_kept() -> None:
+    from turbocat.engine.agents.providers.common import join_url
+
+    base = "https://r.openai.azure.com/openai/deployments/d?api-version=2024-10-21"
+    assert join_url(base, "/chat/completions") == (
+        "https://r.openai.azure.com/openai/deployments/d/chat/completions?api-version=2024-10-21"
+    )
+    assert join_url("http://h/v1/", "/chat/completions") == "http://h/v1/chat/completions"

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -190,6 +191,7 @@ class Conversation:
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.tool_runs: list[dict[str, JSONValue]] = []
+        self.max_tokens_field = "max_tokens"
 
     def usage(self) -> dict[str, JSONValue]:
         return {
@@ -202,11 +204,20 @@ class Conversation:
         stream = (
             LogStream(self.call.services, self.settings, self.calls) if request.stream else None
         )
+        request = replace(request, max_tokens_field=self.max_tokens_field)
         try:
             reply = await exchange(
                 client, self.wire, request, self.endpoint, seconds=self.spec.timeout_ms / 1000,
                 on_text=stream.add if stream else None,
             )  # fmt: skip
+        except AgentError as exc:
+            if not self._wants_max_completion_tokens(exc, request):
+                raise
+            # OpenAI's reasoning models refuse max_tokens: once, and for the rest of the step
+            self.max_tokens_field = "max_completion_tokens"
+            self.call.services.log(LogLevel.INFO, "retrying with max_completion_tokens", {})
+            self.calls -= 1
+            return await self.ask(client, request)
         finally:
             if stream is not None:
                 stream.flush()
@@ -224,6 +235,15 @@ class Conversation:
                        "completion": reply.completion_tokens}, "llm_call": self.calls},
         )  # fmt: skip
         return reply
+
+    def _wants_max_completion_tokens(self, exc: AgentError, request: ChatRequest) -> bool:
+        return (
+            isinstance(self.wire, OpenAIWire)
+            and exc.kind == "llm_request_refused"
+            and request.max_tokens is not None
+            and self.max_tokens_field == "max_tokens"
+            and "max_completion_tokens" in exc.message
+        )
 
     async def run_tool(
         self, tools: Mapping[str, tuple[ToolTarget, ToolSpec]], request: ToolCall

@@ -20,6 +20,7 @@ from turbocat.engine.agents.providers.common import (
     Reply,
     ToolCall,
     bad_reply,
+    join_url,
     parse_tool_arguments,
 )
 
@@ -97,7 +98,7 @@ class AnthropicWire:
             ]
         if request.stream:
             body["stream"] = True
-        return f"{endpoint.base_url}/v1/messages", headers, body
+        return join_url(endpoint.base_url, "/v1/messages"), headers, body
 
     def parse(self, doc: Any) -> Reply:
         try:

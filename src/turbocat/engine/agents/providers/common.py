@@ -68,6 +68,8 @@ class ChatRequest:
     tools: list[ToolSpec] = field(default_factory=list)
     response_schema: Mapping[str, Any] | None = None
     stream: bool = False
+    max_tokens_field: str = "max_tokens"
+    """OpenAI's newer models take ``max_completion_tokens`` instead (see ``llm.Conversation``)."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,12 @@ class Wire(Protocol):
         """A whole (non-streamed) reply; raises ``bad_reply`` when it is not the protocol's."""
 
     def assembler(self) -> Assembler: ...
+
+
+def join_url(base: str, path: str) -> str:
+    """``path`` appended to ``base``'s path, keeping its query (``?api-version=...``)."""
+    head, sep, query = base.partition("?")
+    return f"{head.rstrip('/')}{path}{sep}{query}"
 
 
 def bad_reply(endpoint: Endpoint, what: str) -> AgentError:

@@ -19,6 +19,7 @@ from turbocat.engine.agents.providers.common import (
     Reply,
     ToolCall,
     bad_reply,
+    join_url,
     parse_tool_arguments,
 )
 
@@ -73,7 +74,7 @@ class OpenAIWire:
         if request.temperature is not None:
             body["temperature"] = request.temperature
         if request.max_tokens is not None:
-            body["max_tokens"] = request.max_tokens
+            body[request.max_tokens_field] = request.max_tokens
         if request.tools:
             body["tools"] = [
                 {
@@ -94,7 +95,7 @@ class OpenAIWire:
         if request.stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
-        return f"{endpoint.base_url}/chat/completions", headers, body
+        return join_url(endpoint.base_url, "/chat/completions"), headers, body
 
     def parse(self, doc: Any) -> Reply:
         try:
