@@ -1,5 +1,6 @@
-"""The ``api`` kind against a real HTTP server on 127.0.0.1: requests, auth, redirects, limits,
-status handling and SSRF protection (which the server's own address exercises)."""
+"""The ``api`` kind (and ``engine/netguard``) against a real HTTP server on 127.0.0.1: requests,
+auth, redirects, limits, status handling and SSRF protection (which the server's own address
+exercises)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -22,6 +24,7 @@ from tests.local_http import LocalServer, local_server
 from turbocat.config import HttpRuntimeSettings, RuntimeSettings
 from turbocat.domain.enums import LogLevel
 from turbocat.domain.netpolicy import IPAddress
+from turbocat.engine import netguard
 from turbocat.engine.agents import http
 from turbocat.engine.agents.base import AgentError, Credential, Invocation, RecordingServices
 
@@ -400,12 +403,12 @@ async def test_the_checked_address_is_the_one_connected_to(server: LocalServer) 
         return list(answers[min(len(asked) - 1, 1)])
 
     settings = HttpRuntimeSettings(allow=["127.0.0.1/32"])
-    async with http.make_client(settings, 5, resolver=rebinding) as client:
+    async with netguard.make_client(settings, 5, resolver=rebinding) as client:
         r = await client.get(f"http://rebind.example:{server.port}/text")
         assert r.status_code == 200 and r.text == "hello" and asked == ["rebind.example"]
         assert server.requests[-1].headers["Host"] == f"rebind.example:{server.port}"
-    async with http.make_client(settings, 5, resolver=rebinding) as client:
-        with pytest.raises(http.AddressRefused, match=r"10\.0\.0\.1"):
+    async with netguard.make_client(settings, 5, resolver=rebinding) as client:
+        with pytest.raises(netguard.AddressRefused, match=r"10\.0\.0\.1"):
             await client.get(f"http://rebind.example:{server.port}/text")
 
 
@@ -444,12 +447,12 @@ async def test_tls_verifies_the_name_while_connecting_to_the_checked_address(
     server_ctx, client_ctx = _tls_for_localhost(tmp_path)
     settings = HttpRuntimeSettings(allow=["localhost"])
     with local_server(tls=server_ctx) as tls_server:
-        async with http.make_client(settings, 5, ssl_context=client_ctx) as client:
+        async with netguard.make_client(settings, 5, ssl_context=client_ctx) as client:
             r = await client.get(tls_server.url("/text", "localhost"))
             assert r.status_code == 200 and r.text == "hello"
         # the certificate names localhost, not 127.0.0.1: verification really uses the name
-        async with http.make_client(
+        async with netguard.make_client(
             HttpRuntimeSettings(allow=LOOPBACK), 5, ssl_context=client_ctx
         ) as client:
-            with pytest.raises(http.httpx.ConnectError, match="certificate"):
+            with pytest.raises(httpx.ConnectError, match="certificate"):
                 await client.get(tls_server.url("/text"))

@@ -7,10 +7,10 @@ vars, execution, item, index) plus ``inputs``, the step's rendered inputs (as in
 ones and ``headers`` and ``query`` are merged over them, so a saved agent can be called with
 per-step values. The output is ``{status, headers, body, url}``.
 
-SSRF protection (SPEC section 10) sits in the connection: ``GuardedBackend`` resolves the host
-once, checks the name and every address with ``domain/netpolicy``, and connects to a checked
-address while TLS still verifies (and sends SNI for) the original name, so DNS cannot change
-between check and connect. Redirects are followed here, not by httpx: at most
+SSRF protection (SPEC section 10) sits in the connection (``engine/netguard``): the host is
+resolved once, the name and every address are checked with ``domain/netpolicy``, and the socket
+connects to a checked address while TLS still verifies (and sends SNI for) the original name,
+so DNS cannot change between check and connect. Redirects are followed here, not by httpx: at most
 ``max_redirects``, each hop a new connection through the same guard, and the integration's
 credentials, cookies and secret-looking headers are dropped once the origin changes.
 """
@@ -21,27 +21,24 @@ import asyncio
 import base64
 import datetime as dt
 import email.utils
-import ipaddress
 import json
-import socket
-import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from functools import cache
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-import anyio
-import httpcore
 import httpx
 
-from turbocat.config import HttpRuntimeSettings
 from turbocat.domain.agents import ApiConfig
 from turbocat.domain.enums import LogLevel
 from turbocat.domain.expressions import ROOTS, ExpressionError, JSONValue, compile_template
 from turbocat.domain.integrations import CREDENTIAL_FIELDS, AuthKind
-from turbocat.domain.netpolicy import AddressRefused, IPAddress, NetPolicy
 from turbocat.domain.redaction import REDACTED, is_secret_key
 from turbocat.engine.agents.base import AgentError, Credential, Invocation
+from turbocat.engine.netguard import AddressRefused, ResolveError, make_client
+
+__all__ = ["AddressRefused", "ResolveError", "auth_headers", "invoke", "make_client"]
+"""``make_client`` and ``ResolveError`` live in ``engine/netguard``; re-exported for callers
+that imported them from here."""
 
 TEMPLATED = ("url", "method", "headers", "query", "body", "integration_id")
 """Config fields rendered as templates (over the workflow context plus ``inputs``)."""
@@ -70,110 +67,6 @@ API_KEY_HEADERS: dict[str, tuple[str, str]] = {
 }
 """Where an ``api_key`` credential goes, per provider: (header, value prefix). Others send
 ``Authorization: Bearer <key>``; the ``header_name`` setting (``http`` provider) overrides."""
-
-Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
-
-
-class ResolveError(Exception):
-    """The host name did not resolve (a retryable connection failure)."""
-
-
-async def resolve(host: str, port: int) -> list[IPAddress]:
-    """Every address ``host`` resolves to, in the resolver's order, without duplicates."""
-    try:
-        infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise ResolveError(f"could not resolve {host}: {exc}") from None
-    out: list[IPAddress] = []
-    for *_, sockaddr in infos:
-        address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])  # drop a scope id
-        if address not in out:
-            out.append(address)
-    return out
-
-
-class GuardedBackend(httpcore.AsyncNetworkBackend):
-    """Resolves once, checks the name and every address, connects to a checked address."""
-
-    def __init__(self, policy: NetPolicy, resolver: Resolver = resolve) -> None:
-        self.policy = policy
-        self.resolver = resolver
-        self.inner = httpcore.AnyIOBackend()
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        self.policy.check_name(host)
-        with anyio.fail_after(timeout):
-            addresses = await self.resolver(host, port)
-        self.policy.check_addresses(host, addresses)
-        failure: Exception | None = None
-        for address in addresses:  # all passed; try them in order like any client would
-            try:
-                return await self.inner.connect_tcp(
-                    str(address), port, timeout, local_address, socket_options
-                )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                failure = exc
-        assert failure is not None  # check_addresses refuses an empty answer
-        raise failure
-
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:  # pragma: no cover - never configured
-        raise AddressRefused(path, "unix sockets are not reachable from api steps")
-
-    async def sleep(self, seconds: float) -> None:
-        await self.inner.sleep(seconds)
-
-
-@cache
-def _ssl_context() -> ssl.SSLContext:
-    # certifi's CAs (or SSL_CERT_FILE / SSL_CERT_DIR); built once, it takes milliseconds
-    return httpx.create_ssl_context(trust_env=True)
-
-
-class GuardedTransport(httpx.AsyncHTTPTransport):
-    """httpx's transport over a connection pool whose connections pass ``GuardedBackend``."""
-
-    def __init__(self, backend: GuardedBackend, ssl_context: ssl.SSLContext) -> None:
-        super().__init__(verify=ssl_context, trust_env=False)
-        # httpx has no public way to give its pool a network backend; the pool is the only
-        # thing replaced, request/response mapping stays httpx's own.
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=ssl_context, max_connections=10, network_backend=backend
-        )
-
-
-def make_client(
-    settings: HttpRuntimeSettings,
-    timeout: float,
-    *,
-    resolver: Resolver = resolve,
-    ssl_context: ssl.SSLContext | None = None,
-) -> httpx.AsyncClient:
-    """A client that never follows redirects itself, ignores proxy variables and .netrc, and
-    connects only where the operator's policy allows."""
-    policy = NetPolicy.parse(
-        enabled=settings.ssrf_protection, allow=settings.allow, deny=settings.deny
-    )
-    context = ssl_context or _ssl_context()
-    transport = GuardedTransport(GuardedBackend(policy, resolver), context)
-    return httpx.AsyncClient(
-        transport=transport,
-        timeout=httpx.Timeout(timeout),
-        follow_redirects=False,
-        trust_env=False,
-    )
-
 
 # --- the request ---------------------------------------------------------------------------
 
