@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from turbocat.db.engine import Database, TenantContext, after_commit
@@ -175,20 +175,39 @@ async def dispatch_pending(
     notify: Callable[[], None],
     max_depth: int,
     now: dt.datetime,
-    limit: int = 100,
+    limit: int = 200,
 ) -> Dispatched:
-    """Dispatch up to ``limit`` undispatched events, oldest first, one transaction each."""
+    """Dispatch up to ``limit`` undispatched events, oldest first.
+
+    Most events (every execution's end) have no subscriber: those are marked processed
+    together in one short transaction; each event that someone subscribes to is dispatched
+    in its own transaction."""
     report = Dispatched()
     async with db.transaction(SYSTEM, readonly=True) as session:
         pending = (
             await session.execute(
-                select(EventRow.id)
+                select(EventRow.id, EventRow.organization_id, EventRow.name)
                 .where(EventRow.processed_at.is_(None))
                 .order_by(EventRow.created_at, EventRow.id)
                 .limit(limit)
             )
-        ).scalars().all()  # fmt: skip
-    for event_id in pending:
+        ).all()  # fmt: skip
+        patterns = await _patterns(session, {org for _, org, _ in pending}) if pending else {}
+    heard: list[uuid.UUID] = []
+    unheard: list[uuid.UUID] = []
+    for event_id, org, name in pending:
+        subscribed = any(events.matches(pattern, name) for pattern in patterns.get(org, ()))
+        (heard if subscribed else unheard).append(event_id)
+    if unheard:
+        async with db.transaction(SYSTEM) as session:
+            await session.execute(
+                update(EventRow)
+                .where(EventRow.id.in_(unheard), EventRow.processed_at.is_(None))
+                .values(processed_at=now),
+                execution_options={"synchronize_session": False},
+            )
+        report.events += len(unheard)
+    for event_id in heard:
         try:
             async with db.transaction(SYSTEM) as session:
                 await dispatch_one(
@@ -199,6 +218,24 @@ async def dispatch_pending(
             log.exception("dispatching event %s failed", event_id)
             await _record_failure(db, event_id, exc, now)
     return report
+
+
+async def _patterns(
+    session: AsyncSession, organizations: set[uuid.UUID]
+) -> dict[uuid.UUID, list[str]]:
+    """The event patterns active workflows subscribe to, by organization."""
+    rows = await session.execute(
+        select(WorkflowRow.organization_id, WorkflowRow.trigger_config).where(
+            WorkflowRow.organization_id.in_(organizations),
+            WorkflowRow.status == WorkflowStatus.ACTIVE,
+            versions.is_latest(WorkflowRow),
+        )
+    )
+    found: dict[uuid.UUID, list[str]] = {}
+    for org, config in rows:
+        for sub in (config or {}).get("events", []):
+            found.setdefault(org, []).append(str(sub.get("pattern", "")))
+    return found
 
 
 async def _record_failure(
