@@ -468,3 +468,18 @@ def test_base_url_query_is_kept() -> None:
         "https://r.openai.azure.com/openai/deployments/d/chat/completions?api-version=2024-10-21"
     )
     assert join_url("http://h/v1/", "/chat/completions") == "http://h/v1/chat/completions"
+
+
+@pytest.mark.parametrize(("kind", "accepted"), [("llm", True), ("api", True), ("data", False)])
+def test_inline_components_of_llm_and_api_may_read_inputs(kind: str, accepted: bool) -> None:
+    from turbocat.domain.definitions.validate import validate_definition
+    from turbocat.domain.errors import ValidationFailed
+
+    config = {"model": "m", "user_prompt": "Q: {{ inputs.q }} for {{ input.who }}"}
+    step = {"key": "ask", "type": "agent", "inputs": {"q": "{{ input.q }}"},
+            "component": {"kind": kind, "config": config}}  # fmt: skip
+    if accepted:
+        validate_definition({"steps": [step]})
+    else:  # the data kind renders its mapping over the workflow context only
+        with pytest.raises(ValidationFailed, match="unknown name 'inputs'"):
+            validate_definition({"steps": [step]})

@@ -15,10 +15,20 @@ from turbocat.domain.definitions.model import (
     WaitStep,
 )
 from turbocat.domain.errors import ValidationFailed
-from turbocat.domain.expressions import ExpressionError, compile_template, has_template, references
+from turbocat.domain.expressions import (
+    ROOTS,
+    ExpressionError,
+    compile_template,
+    has_template,
+    references,
+)
 
 if TYPE_CHECKING:
     from turbocat.domain.definitions.validate import _Checker
+
+INPUTS_KINDS = frozenset({"llm", "api"})
+"""Kinds whose config templates also see ``inputs`` (the step's rendered inputs)."""
+INPUTS_ROOTS = ROOTS | {"inputs"}
 
 
 def check_graph(ck: _Checker, graph: Graph) -> None:
@@ -163,7 +173,10 @@ def _check_step_templates(
         ck.check_json_templates(step.inputs, (*path, "inputs"), step.key, visible, in_loop)
         if step.component is not None:
             config_path = (*path, "component", "config")
-            ck.check_json_templates(step.component.config, config_path, step.key, visible, in_loop)
+            roots = INPUTS_ROOTS if step.component.kind.value in INPUTS_KINDS else ROOTS
+            ck.check_json_templates(
+                step.component.config, config_path, step.key, visible, in_loop, roots
+            )
     elif isinstance(step, ConditionStep):
         for i, branch in enumerate(step.branches):
             where = (*path, "branches", i, "when")
@@ -181,11 +194,14 @@ def check_template(
     step_key: str | None,
     visible: frozenset[str],
     in_loop: bool,
+    roots: frozenset[str] = ROOTS,
 ) -> None:
     """Compile ``template`` and check that each ``steps.X`` it reads is visible from here."""
     who = f"step {step_key!r}: " if step_key else ""
     try:
-        compiled = compile_template(template, max_length=ck.limits.max_expression_length)
+        compiled = compile_template(
+            template, max_length=ck.limits.max_expression_length, roots=roots
+        )
     except ExpressionError as exc:
         ck.add(path, f"{who}{exc.detail}", f"expression_{exc.kind}")
         return

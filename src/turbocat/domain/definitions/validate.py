@@ -26,7 +26,7 @@ from turbocat.domain.definitions.model import (
     WorkflowDefinition,
 )
 from turbocat.domain.errors import FieldError, ValidationFailed
-from turbocat.domain.expressions import JSONValue, has_template
+from turbocat.domain.expressions import ROOTS, JSONValue, has_template
 
 _STEP_TYPES = frozenset({"agent", "condition", "loop", "parallel", "wait"})
 _MAX_JSON_DEPTH = 96
@@ -276,8 +276,9 @@ class _Checker:
         step_key: str | None,
         visible: frozenset[str],
         in_loop: bool,
+        roots: frozenset[str] = ROOTS,
     ) -> None:
-        _checks.check_template(self, template, path, step_key, visible, in_loop)
+        _checks.check_template(self, template, path, step_key, visible, in_loop, roots)
 
     def check_json_templates(
         self,
@@ -286,16 +287,17 @@ class _Checker:
         step_key: str,
         visible: frozenset[str],
         in_loop: bool,
+        roots: frozenset[str] = ROOTS,
     ) -> None:
         if isinstance(value, str):
             if has_template(value):
-                self.check_template(value, path, step_key, visible, in_loop)
+                self.check_template(value, path, step_key, visible, in_loop, roots)
         elif isinstance(value, dict):
             for k, v in value.items():
-                self.check_json_templates(v, (*path, k), step_key, visible, in_loop)
+                self.check_json_templates(v, (*path, k), step_key, visible, in_loop, roots)
         elif isinstance(value, list):
             for i, v in enumerate(value):
-                self.check_json_templates(v, (*path, i), step_key, visible, in_loop)
+                self.check_json_templates(v, (*path, i), step_key, visible, in_loop, roots)
 
     def check_declarations(self, top_keys: frozenset[str]) -> None:
         _checks.check_declarations(self, top_keys)
