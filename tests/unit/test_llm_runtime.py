@@ -113,6 +113,12 @@ async def test_anthropic_request_and_reply_with_the_integration_key(fake: FakeLL
     (seen,) = fake.requests
     assert seen.path == ANTHROPIC
     assert seen.headers["x-api-key"] == "sk-ant"
+    fake.text("again")  # a base_url given with /v1, as OpenAI's are, is not doubled
+    await llm.invoke(
+        invocation(fake, "anthropic", services, integration_id=str(KEY_ID),
+                   base_url=f"{fake.anthropic_url}/v1/")
+    )  # fmt: skip
+    assert fake.requests[-1].path == ANTHROPIC
     assert seen.headers["anthropic-version"] == "2024-01-01"
     assert seen.json == {
         "model": "m-1", "max_tokens": 4096, "system": "Sys",

@@ -116,6 +116,8 @@ async def _endpoint(spec: LlmConfig, call: Invocation) -> Endpoint:
         extra = dict(credential.settings)
     default = settings.openai_base_url if spec.provider == "openai" else settings.anthropic_base_url
     base = str(spec.base_url or extra.get("base_url") or default).rstrip("/")
+    if spec.provider == "anthropic":  # its clients take the host; a pasted /v1 is not doubled
+        base = base.removesuffix("/v1")
     if urlsplit(base).scheme not in ("http", "https"):
         raise AgentError("bad_base_url", f"base_url {base!r} is not an http(s) URL")
     headers: dict[str, str] = {}
