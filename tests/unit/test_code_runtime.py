@@ -383,3 +383,12 @@ async def test_only_the_standard_library_and_no_programs() -> None:
     out = await run(source)
     assert out.pop("jmespath") == out.pop("turbocat") == out.pop("pydantic") == "missing"
     assert set(out.values()) == {"Permission denied"}, out
+
+
+async def test_the_interpreter_is_a_setting() -> None:
+    err = await fails("def main(input):\n    return 1\n", "code_sandbox_unavailable",
+                      python="/nonexistent/python3")  # fmt: skip
+    assert "cannot start the interpreter /nonexistent/python3" in err.message
+    if os.path.exists("/usr/bin/python3"):  # the system's, beside the worker's own
+        source = "import sys\ndef main(input):\n    return sys.version_info[0]\n"
+        assert await run(source, python="/usr/bin/python3") == 3

@@ -18,7 +18,13 @@ from turbocat.domain.agents import CodeConfig
 from turbocat.domain.enums import LogLevel
 from turbocat.domain.expressions import JSONValue
 from turbocat.engine.agents.base import AgentError, Invocation
-from turbocat.engine.sandbox.process import Limits, Outcome, SandboxUnavailable, run_python
+from turbocat.engine.sandbox.process import (
+    InputTooLarge,
+    Limits,
+    Outcome,
+    SandboxUnavailable,
+    run_python,
+)
 
 NOT_RETRYABLE_KINDS = {
     "error": "code_error",
@@ -116,6 +122,8 @@ async def invoke(call: Invocation) -> JSONValue:
         outcome = await run_python(spec.source, call.inputs, context, limits, settings)
     except SandboxUnavailable as exc:
         raise AgentError("code_sandbox_unavailable", str(exc)) from None
+    except InputTooLarge as exc:
+        raise AgentError("code_input_too_large", str(exc)) from None
     isolation = outcome.isolation
     if settings.allow_degraded or not isolation.landlock_abi:
         call.services.log(LogLevel.WARN, f"code ran in a degraded sandbox: "

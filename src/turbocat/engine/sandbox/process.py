@@ -41,6 +41,10 @@ class SandboxUnavailable(Exception):
     """This machine cannot isolate user code and the operator did not allow a degraded mode."""
 
 
+class InputTooLarge(Exception):
+    """The step's input (with the source) is larger than a sandbox accepts."""
+
+
 @dataclass(frozen=True)
 class Isolation:
     """What this machine offers (probed once per process)."""
@@ -315,11 +319,20 @@ async def run_python(
             }  # fmt: skip
             payload = json.dumps(request).encode()
             if len(payload) > MAX_REQUEST_BYTES:
-                raise SandboxUnavailable(f"the code's input is over {MAX_REQUEST_BYTES} bytes")
+                raise InputTooLarge(f"the code's input is over {MAX_REQUEST_BYTES} bytes as JSON")
             outcome = await _spawn(payload, workdir, uid, limits, settings, result_file)
             outcome.isolation = isolation
             return outcome
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _start(python: str, workdir: str, result_file: IO[bytes]) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        python, "-I", "-S", "-B", str(BOOTSTRAP),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, cwd=workdir, env=_environment(workdir),
+        start_new_session=True, pass_fds=(result_file.fileno(),),
+    )  # fmt: skip
 
 
 async def _spawn(
@@ -332,12 +345,11 @@ async def _spawn(
 ) -> Outcome:
     stdout, stderr = Stream(settings.max_output_bytes), Stream(settings.max_output_bytes)
     started = time.monotonic()
-    proc = await asyncio.create_subprocess_exec(
-        settings.python or sys.executable, "-I", "-S", "-B", str(BOOTSTRAP),
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, cwd=workdir, env=_environment(workdir),
-        start_new_session=True, pass_fds=(result_file.fileno(),),
-    )  # fmt: skip
+    python = settings.python or sys.executable
+    try:
+        proc = await _start(python, workdir, result_file)
+    except OSError as exc:
+        raise SandboxUnavailable(f"cannot start the interpreter {python}: {exc}") from None
     # opened at once: the bootstrap waits for its request, so it cannot have exited yet
     pidfd = os.pidfd_open(proc.pid)
     readers = [
