@@ -9,6 +9,7 @@ transaction, polling the execution row (a worker in this or any other process ru
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Callable
@@ -65,7 +66,23 @@ class WaitForExecution(Response):
         self.answer = render
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        row, ended = await wait_for_end(
-            self.db, self.organization_id, self.execution_id, self.seconds
+        waiting = asyncio.ensure_future(
+            wait_for_end(self.db, self.organization_id, self.execution_id, self.seconds)
         )
+        gone = asyncio.ensure_future(_disconnected(receive))
+        try:
+            await asyncio.wait({waiting, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if not waiting.done():  # the caller hung up: stop polling for nobody
+            waiting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiting
+            return
+        row, ended = waiting.result()
         await self.answer(row, ended)(scope, receive, send)
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass

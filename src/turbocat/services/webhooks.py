@@ -363,20 +363,20 @@ async def receive(
     notify: Callable[[], None],
     now: dt.datetime,
 ) -> Received:
-    """Check and start: 404 (unknown), 415 (content type), 401 (signature), 422 (body or
+    """Check and start: 404 (unknown), 401 (signature), 415 (content type), 422 (body or
     input schema), 409 (a delivery id reused with another body); nothing is written unless an
     execution starts. A repeated delivery id returns the first execution."""
     row, workflow = await _find(session, token)
-    allowed = row.allowed_content_types or list(hooks.DEFAULT_TYPES)
-    body = hooks.parse_body(incoming.headers.get("content-type"), incoming.body, allowed)
     signature = None
-    if row.signing_secrets_encrypted is not None:
+    if row.signing_secrets_encrypted is not None:  # before the body is even parsed
         live = [str(e["secret"]) for e in _live(_secrets(keyring(), row), now)]
         signature = hooks.verify(
             live, incoming.headers.get(hooks.TIMESTAMP_HEADER),
             incoming.headers.get(hooks.SIGNATURE_HEADER), incoming.body,
             now=int(now.timestamp()), tolerance_seconds=settings.webhook_tolerance_seconds,
         )  # fmt: skip
+    allowed = row.allowed_content_types or list(hooks.DEFAULT_TYPES)
+    body = hooks.parse_body(incoming.headers.get("content-type"), incoming.body, allowed)
     delivery = (incoming.headers.get(hooks.DELIVERY_HEADER) or "").strip()[:200] or None
     key = (
         f"delivery:{delivery}" if delivery else f"sig:{signature.signature}" if signature else None
