@@ -337,6 +337,8 @@ async def test_exit_and_signals_are_named() -> None:
     err = await fails("import os, signal\ndef main(input):\n    os.kill(os.getpid(), signal.SIGTERM)\n",
                       "code_killed")  # fmt: skip
     assert err.details == {"signal": "SIGTERM"}
+    err = await fails("import os\ndef main(input):\n    os.kill(os.getpid(), 40)\n", "code_killed")
+    assert err.details == {"signal": "40"}
     err = await fails("import sys\ndef main(input):\n    sys.exit(2)\n", "code_error")
     assert "exit(2)" in err.message
 

@@ -81,7 +81,11 @@ def _failure(outcome: Outcome, limits: Limits) -> AgentError:
                           details=details)  # fmt: skip
     code = outcome.returncode
     if code is not None and code < 0:
-        sig = signal.Signals(-code)
+        try:
+            sig = signal.Signals(-code)
+        except ValueError:  # a real-time signal has no name of its own
+            return AgentError("code_killed", f"the code's process was killed by signal {-code}",
+                              details={"signal": str(-code)})  # fmt: skip
         if sig == signal.SIGXCPU or (
             sig == signal.SIGKILL and outcome.seconds >= limits.cpu_seconds
         ):
