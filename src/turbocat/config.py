@@ -260,6 +260,9 @@ class LlmRuntimeSettings(BaseModel):
     (or what arrived within ``stream_log_seconds``), not one line per token."""
     stream_log_seconds: float = Field(default=1.0, gt=0)
     """Longest streamed text waits before it is written to the logs as a line."""
+    max_reply_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    """Largest reply (or error body, or whole stream) read from a provider; more fails the step
+    (a wrong base_url must not fill a worker's memory)."""
 
     @field_validator("allow", "deny", mode="after")
     @classmethod

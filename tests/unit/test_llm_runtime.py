@@ -489,3 +489,13 @@ def test_inline_components_of_llm_and_api_may_read_inputs(kind: str, accepted: b
     else:  # the data kind renders its mapping over the workflow context only
         with pytest.raises(ValidationFailed, match="unknown name 'inputs'"):
             validate_definition({"steps": [step]})
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_replies_larger_than_max_reply_bytes_are_refused(fake: FakeLLM, stream: bool) -> None:
+    fake.text("x" * 3000)
+    error = await fails(invocation(fake, stream=stream, settings={"max_reply_bytes": 2048}))
+    assert error.kind == "llm_reply_too_large" and not error.retryable
+    fake.add(Script(text="y" * 500, chunk=500))  # under the limit: fine
+    out = await llm.invoke(invocation(fake, stream=stream, settings={"max_reply_bytes": 2048}))
+    assert isinstance(out, dict) and out["content"] == "y" * 500

@@ -210,7 +210,7 @@ class Conversation:
         try:
             reply = await exchange(
                 client, self.wire, request, self.endpoint, seconds=self.spec.timeout_ms / 1000,
-                on_text=stream.add if stream else None,
+                limit=self.settings.max_reply_bytes, on_text=stream.add if stream else None,
             )  # fmt: skip
         except AgentError as exc:
             if not self._wants_max_completion_tokens(exc, request):

@@ -217,11 +217,36 @@ def status_failure(
     )  # fmt: skip
 
 
-async def _events(response: httpx.Response) -> AsyncIterator[tuple[str | None, str]]:
-    """Server-sent events as (event name, data)."""
+def too_large(endpoint: Endpoint, limit: int) -> AgentError:
+    return AgentError(
+        "llm_reply_too_large",
+        f"{endpoint.label} sent more than {limit} bytes (max_reply_bytes); is base_url right?",
+    )
+
+
+async def _read(response: httpx.Response, limit: int, endpoint: Endpoint) -> bytes:
+    """The whole body, refusing more than ``limit`` bytes (never held in memory)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise too_large(endpoint, limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _events(
+    response: httpx.Response, limit: int, endpoint: Endpoint
+) -> AsyncIterator[tuple[str | None, str]]:
+    """Server-sent events as (event name, data), at most ``limit`` characters in all."""
     event: str | None = None
     data: list[str] = []
+    size = 0
     async for line in response.aiter_lines():
+        size += len(line) + 1
+        if size > limit:
+            raise too_large(endpoint, limit)
         if not line:
             if data:
                 yield event, "\n".join(data)
@@ -243,30 +268,30 @@ async def exchange(
     endpoint: Endpoint,
     *,
     seconds: float,
+    limit: int,
     on_text: Callable[[str], None] | None = None,
 ) -> Reply:
-    """One chat request within ``seconds`` in all; streamed text goes to ``on_text``."""
+    """One chat request within ``seconds`` in all and ``limit`` bytes of reply; streamed text
+    goes to ``on_text``."""
     url, headers, body = wire.build(request, endpoint)
     try:
-        async with asyncio.timeout(seconds):
-            if request.stream:
-                async with client.stream("POST", url, json=body, headers=headers) as response:
-                    if response.status_code >= 400:
-                        text = (await response.aread()).decode("utf-8", "replace")
-                        raise status_failure(response.status_code, response.headers, text, endpoint)
-                    assembler = wire.assembler()
-                    async for event, data in _events(response):
-                        added = assembler.feed(event, data)
-                        if added and on_text is not None:
-                            on_text(added)
-                    return assembler.reply()
-            response = await client.post(url, json=body, headers=headers)
+        async with (
+            asyncio.timeout(seconds),
+            client.stream("POST", url, json=body, headers=headers) as response,
+        ):
             if response.status_code >= 400:
-                raise status_failure(
-                    response.status_code, response.headers, response.text, endpoint
-                )
+                text = (await _read(response, limit, endpoint)).decode("utf-8", "replace")
+                raise status_failure(response.status_code, response.headers, text, endpoint)
+            if request.stream:
+                assembler = wire.assembler()
+                async for event, data in _events(response, limit, endpoint):
+                    added = assembler.feed(event, data)
+                    if added and on_text is not None:
+                        on_text(added)
+                return assembler.reply()
+            raw = await _read(response, limit, endpoint)
             try:
-                doc = response.json()
+                doc = json.loads(raw)
             except ValueError:
                 raise bad_reply(endpoint, "the body is not JSON") from None
             return wire.parse(doc)
