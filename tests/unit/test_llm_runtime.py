@@ -390,6 +390,19 @@ async def test_provider_urls_pass_the_ssrf_policy(fake: FakeLLM, provider: str) 
     assert await llm.invoke(invocation(fake, provider))
 
 
+@pytest.mark.parametrize("url", ["ftp://h/v1", "http://h:port/v1", "http:///v1", "localhost:1"])
+async def test_bad_base_urls_are_refused(fake: FakeLLM, url: str) -> None:
+    error = await fails(invocation(fake, base_url=url))
+    assert error.kind == "bad_base_url" and not error.retryable
+
+
+async def test_messages_never_show_user_info_or_query(fake: FakeLLM) -> None:
+    url = f"http://user:s3cret@127.0.0.1:{fake.port}/v1?key=s3cret"
+    fake.fail(401)
+    error = await fails(invocation(fake, base_url=url))
+    assert f"127.0.0.1:{fake.port}/v1" in error.message and "s3cret" not in error.message
+
+
 async def test_an_integration_of_another_provider_is_refused(fake: FakeLLM) -> None:
     error = await fails(invocation(fake, "openai", keyed("anthropic"), integration_id=str(KEY_ID)))
     assert error.kind == "integration_mismatch" and fake.requests == []

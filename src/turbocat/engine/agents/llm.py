@@ -118,8 +118,15 @@ async def _endpoint(spec: LlmConfig, call: Invocation) -> Endpoint:
     base = str(spec.base_url or extra.get("base_url") or default).rstrip("/")
     if spec.provider == "anthropic":  # its clients take the host; a pasted /v1 is not doubled
         base = base.removesuffix("/v1")
-    if urlsplit(base).scheme not in ("http", "https"):
-        raise AgentError("bad_base_url", f"base_url {base!r} is not an http(s) URL")
+    try:
+        parts = urlsplit(base)
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        parts, port = urlsplit(""), ""
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise AgentError("bad_base_url", "base_url is not an http(s) URL with a host")
+    # messages name the server without user info or query (either may carry a secret)
+    shown = f"{parts.scheme}://{parts.hostname}{port}{parts.path}"
     headers: dict[str, str] = {}
     if spec.provider == "openai":
         for name, header in (
@@ -128,12 +135,12 @@ async def _endpoint(spec: LlmConfig, call: Invocation) -> Endpoint:
         ):
             if extra.get(name):
                 headers[header] = str(extra[name])
-        label = f"the OpenAI-compatible server at {base}"
+        label = f"the OpenAI-compatible server at {shown}"
     else:
         headers["anthropic-version"] = str(
             extra.get("anthropic_version") or settings.anthropic_version
         )
-        label = f"Anthropic at {base}"
+        label = f"Anthropic at {shown}"
     return Endpoint(base, api_key, headers, spec.integration_id, label)
 
 
@@ -180,7 +187,7 @@ def _schema_problem(text: str, schema: Mapping[str, Any]) -> tuple[Any, str | No
     first = errors[0]
     rule = "/".join(str(p) for p in first.schema_path)
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return None, f"at {first.json_path} (schema {rule}): {first.message}{more}"
+    return None, f"at {first.json_path} (schema {rule}): {first.message[:300]}{more}"
 
 
 class Conversation:

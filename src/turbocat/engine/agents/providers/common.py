@@ -310,7 +310,6 @@ async def exchange(
     except httpx.TransportError as exc:
         raise AgentError(
             "llm_unreachable",
-            f"could not reach {endpoint.label} at {endpoint.base_url} "
-            f"({type(exc).__name__}); it will be retried",
+            f"could not reach {endpoint.label} ({type(exc).__name__}); it will be retried",
             retryable=True,
         ) from None
