@@ -43,7 +43,7 @@ from turbocat.engine.plan import Plan, PlanCache
 from turbocat.engine.platform import StepServices
 from turbocat.engine.runner import SavedAgent, StepCall, StepFailure, StepOutcome, run_step
 from turbocat.security.crypto import Keyring
-from turbocat.services import metering
+from turbocat.services import deployments, metering
 
 log = logging.getLogger("turbocat.worker")
 SIGNAL_CHECK_SECONDS = 0.25
@@ -449,6 +449,10 @@ class Worker:
             plan = self.plans.remember_ran(await self.plans.load(session, workflow))
         step = plan.steps[run.step_key]
         context = await frames.step_context(session, execution, plan, run.scope, run.step_key)
+        if execution.deployment_id is not None:  # its environment variables, as vars
+            context = await deployments.with_environment(
+                session, self.keyring, execution.deployment_id, context
+            )
         agent = await _saved_agent(session, plan.workflow_id, step)
         return plan, step, context, agent
 

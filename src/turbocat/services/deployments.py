@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from turbocat.db import tenancy
 from turbocat.db.engine import TenantContext
 from turbocat.db.listing import PageRequest, apply_page
-from turbocat.db.models import DeploymentRow, EventRow, ExecutionRow, WorkerRow, WorkflowRow
+from turbocat.db.models import DeploymentRow, ExecutionRow, WorkerRow, WorkflowRow
 from turbocat.domain import credentials
 from turbocat.domain import deployments as rules
 from turbocat.domain.access import Principal
@@ -43,7 +43,7 @@ from turbocat.domain.errors import (
 from turbocat.domain.slugs import slugify
 from turbocat.engine.plan import PlanCache
 from turbocat.security.crypto import Keyring, row_aad
-from turbocat.services import agents, audit, executions, schedules, workflows
+from turbocat.services import agents, audit, executions, outbox, schedules, workflows
 
 _FIELDS = (
     "name", "slug", "workflow_id", "agent_id", "environment", "status", "config",
@@ -282,20 +282,13 @@ def _emit(
     *,
     reason: str | None = None,
 ) -> None:
-    # The one place this module emits an event: an outbox row in the same transaction.
+    """The one place this module emits an event (into the change's transaction)."""
     payload: dict[str, Any] = {
         "deployment_id": str(row.id), "from": before.value, "to": after.value,
     }  # fmt: skip
     if reason:
         payload["reason"] = reason
-    session.add(
-        EventRow(
-            organization_id=row.organization_id,
-            name="deployment.status_changed",
-            payload=payload,
-            created_at=now,
-        )
-    )
+    outbox.emit(session, row.organization_id, "deployment.status_changed", payload, now)
 
 
 async def delete(
@@ -479,3 +472,19 @@ async def _recent_traffic(
         )
     ).one()
     return rules.RecentTraffic(int(finished), int(failed), float(avg) if avg is not None else None)
+
+
+async def with_environment(
+    session: AsyncSession,
+    keyring: Callable[[], Keyring],
+    deployment_id: uuid.UUID,
+    context: dict[str, Any],
+) -> dict[str, Any]:
+    """A step's expression context with the deployment's environment variables over the
+    definition's ``vars`` (the worker calls this for executions started by a deployment)."""
+    row = await session.get(DeploymentRow, deployment_id)
+    if row is None or row.environment_vars_encrypted is None:
+        return context
+    base = context.get("vars")
+    merged = {**(base if isinstance(base, dict) else {}), **environment_vars(keyring(), row)}
+    return {**context, "vars": merged}

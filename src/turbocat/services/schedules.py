@@ -26,7 +26,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from turbocat.db.listing import PageRequest, apply_page
-from turbocat.db.models import EventRow, MembershipRow, ScheduleRow, WorkflowRow
+from turbocat.db.models import MembershipRow, ScheduleRow, WorkflowRow
 from turbocat.domain import schedules as slots
 from turbocat.domain.access import Principal
 from turbocat.domain.enums import MemberRole, MisfirePolicy, TriggerType
@@ -34,7 +34,7 @@ from turbocat.domain.errors import FieldError, NotFound, TurbocatError, Validati
 from turbocat.domain.jsonschemas import validate_instance
 from turbocat.domain.triggers import check_cron, check_timezone
 from turbocat.engine.plan import PlanCache
-from turbocat.services import audit, executions, versions, workflows
+from turbocat.services import audit, executions, outbox, versions, workflows
 
 log = logging.getLogger("turbocat.scheduler")
 
@@ -430,8 +430,5 @@ async def _start(
 def _emit(
     session: AsyncSession, row: ScheduleRow, name: str, payload: dict[str, Any], now: dt.datetime
 ) -> None:
-    # The one place this module emits an event: an outbox row written in the firing's
-    # transaction (the events service dispatches it after commit).
-    session.add(
-        EventRow(organization_id=row.organization_id, name=name, payload=payload, created_at=now)
-    )
+    """The one place this module emits an event (into the firing's transaction)."""
+    outbox.emit(session, row.organization_id, name, payload, now)

@@ -22,6 +22,7 @@ from turbocat.api.deps import (
     PrincipalDep,
     SessionDep,
     _bearer,
+    _keyring,
     _principal_in,
 )
 from turbocat.api.paging import PageDep, make_page
@@ -58,7 +59,7 @@ async def create_deployment(
     ``stopped``; the answer carries the endpoint key, shown this once."""
     values = deployments.DeploymentValues(**body.model_dump())
     row, key = await deployments.create(
-        session, principal, values, keyring=ctx.keyring.get,
+        session, principal, values, keyring=lambda: _keyring(ctx),
         public_url=ctx.settings.api.public_url, now=now, meta=meta,
     )  # fmt: skip
     return DeploymentCreated(**DeploymentRead.model_validate(row).model_dump(), api_key=key)
@@ -94,34 +95,8 @@ async def update_deployment(
 ) -> DeploymentRead:  # fmt: skip
     row = await deployments.update_deployment(
         session, principal, deployment_id, body.model_dump(exclude_unset=True),
-        keyring=ctx.keyring.get, now=now, meta=meta,
+        keyring=lambda: _keyring(ctx), now=now, meta=meta,
     )  # fmt: skip
-    return DeploymentRead.model_validate(row)
-
-
-@router.post(
-    "/deployments/{deployment_id}/{action}",
-    name="deployments-act",
-    response_model=DeploymentRead,
-)
-async def act_on_deployment(
-    deployment_id: uuid.UUID,
-    action: Annotated[
-        str,
-        Path(
-            pattern="^(start|stop|maintenance|resume)$",
-            description="start (stopped|failed -> starting -> running), stop (running -> "
-            "stopping -> stopped), maintenance (running -> maintenance), resume "
-            "(maintenance -> running)",
-        ),
-    ],
-    principal: PrincipalDep,
-    session: SessionDep,
-    now: NowDep,
-    meta: MetaDep,
-) -> DeploymentRead:
-    """A lifecycle action; 409 when the lifecycle does not allow it from the current status."""
-    row = await deployments.act(session, principal, deployment_id, action, now=now, meta=meta)
     return DeploymentRead.model_validate(row)
 
 
@@ -171,6 +146,33 @@ async def invoke_by_slug(
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Response:
     return await _invoke(ctx, body, authorization, deployment_id=None, slug=slug)
+
+
+# Declared after the invoke routes: FastAPI matches in order, and /invoke is not an action.
+@router.post(
+    "/deployments/{deployment_id}/{action}",
+    name="deployments-act",
+    response_model=DeploymentRead,
+)
+async def act_on_deployment(
+    deployment_id: uuid.UUID,
+    action: Annotated[
+        str,
+        Path(
+            pattern="^(start|stop|maintenance|resume)$",
+            description="start (stopped|failed -> starting -> running), stop (running -> "
+            "stopping -> stopped), maintenance (running -> maintenance), resume "
+            "(maintenance -> running)",
+        ),
+    ],
+    principal: PrincipalDep,
+    session: SessionDep,
+    now: NowDep,
+    meta: MetaDep,
+) -> DeploymentRead:
+    """A lifecycle action; 409 when the lifecycle does not allow it from the current status."""
+    row = await deployments.act(session, principal, deployment_id, action, now=now, meta=meta)
+    return DeploymentRead.model_validate(row)
 
 
 async def _invoke(
