@@ -384,6 +384,7 @@ async def test_provider_urls_pass_the_ssrf_policy(fake: FakeLLM, provider: str) 
     error = await fails(invocation(fake, provider, settings={"allow": []}))
     assert error.kind == "ssrf_blocked" and not error.retryable
     assert "127.0.0.1" in error.message and "[runtimes.llm] allow" in error.message
+    assert "[runtimes.http]" not in error.message
     error = await fails(invocation(fake, provider, base_url="http://169.254.169.254/v1"))
     assert error.kind == "ssrf_blocked" and fake.requests == []
     fake.text("ok")  # allowed explicitly: through

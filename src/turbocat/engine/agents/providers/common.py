@@ -302,7 +302,8 @@ async def exchange(
         ) from None  # fmt: skip
     except AddressRefused as exc:
         raise AgentError(
-            "ssrf_blocked", f"{exc}; an operator may allow it in [runtimes.llm] allow",
+            # the policy is the api kind's; its lists for this kind are [runtimes.llm]
+            "ssrf_blocked", str(exc).replace("[runtimes.http]", "[runtimes.llm]"),
             details={"host": exc.host},
         ) from None  # fmt: skip
     except ResolveError as exc:
