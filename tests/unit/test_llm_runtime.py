@@ -404,6 +404,14 @@ async def test_messages_never_show_user_info_or_query(fake: FakeLLM) -> None:
     assert f"127.0.0.1:{fake.port}/v1" in error.message and "s3cret" not in error.message
 
 
+async def test_an_invalid_inline_config_fails_for_good(fake: FakeLLM) -> None:
+    error = await fails(invocation(fake, temperature=5))
+    assert error.kind == "invalid_config" and not error.retryable
+    assert "temperature" in error.message
+    error = await fails(invocation(fake, model=None))
+    assert "model is required" in error.message and fake.requests == []
+
+
 async def test_an_integration_of_another_provider_is_refused(fake: FakeLLM) -> None:
     error = await fails(invocation(fake, "openai", keyed("anthropic"), integration_id=str(KEY_ID)))
     assert error.kind == "integration_mismatch" and fake.requests == []

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 import httpx
 from jsonschema import validators
+from pydantic import ValidationError as PydanticValidationError
 
 from turbocat.config import HttpRuntimeSettings, LlmRuntimeSettings
 from turbocat.domain.agents import LlmConfig
@@ -352,7 +353,13 @@ class Conversation:
 
 async def invoke(call: Invocation) -> JSONValue:
     """The runtime entry point (see agents/base.py)."""
-    spec = LlmConfig.model_validate(dict(call.config))
+    try:  # saved agents are validated when saved; inline components only get here
+        spec = LlmConfig.model_validate(dict(call.config))
+    except PydanticValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "config"
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise AgentError("invalid_config", f"llm config: {where}: {message}") from None
     system, model = spec.system_prompt, spec.model
     temperature, max_tokens = spec.temperature, spec.max_tokens
     if spec.prompt_id is not None:
