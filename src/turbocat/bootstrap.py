@@ -59,7 +59,7 @@ class AppContext:
         return Dispatcher(
             self.db, plans=self.plans, notify=self.notifier.notify, clock=self.clock,
             max_depth=triggers.event_max_depth, poll_seconds=triggers.event_poll_seconds,
-            wake=self.events,
+            wake=self.events, retention=dt.timedelta(days=triggers.event_retention_days),
         )  # fmt: skip
 
     def scheduler(self) -> Scheduler:

@@ -134,6 +134,8 @@ class TriggerSettings(BaseModel):
     """Event chains longer than this (a workflow triggering itself) start nothing more."""
     event_poll_seconds: float = Field(default=0.5, gt=0)
     """How often a worker looks for undispatched events."""
+    event_retention_days: float = Field(default=7.0, gt=0)
+    """Dispatched events are deleted after this long (every execution leaves one)."""
 
 
 class SchedulerSettings(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import uuid
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,12 @@ from sqlalchemy import func, select
 
 from tests.integration.conftest import Account, assert_problem, count_rows, signup
 from tests.integration.test_engine import data_step, wait_done
+from turbocat.api.app import create_app
+from turbocat.bootstrap import AppContext
 from turbocat.config import Settings
 from turbocat.db.engine import Database
 from turbocat.db.models import EventRow, ExecutionRow
+from turbocat.services import events
 
 DEFINITION: dict[str, Any] = {
     "inputs": {
@@ -256,9 +260,9 @@ async def test_execution_completed_triggers_another_workflow(client: httpx.Async
     assert done["output_data"] == {"got": 8}
     detail = (await client.get(f"/api/v1/executions/{done['id']}", headers=owner.headers)).json()
     assert detail["trigger_type"] == "event"
-    events = (await client.get("/api/v1/events", headers=owner.headers)).json()["items"]
-    assert {e["name"] for e in events} == {"execution.completed"}
-    assert any(e["payload"]["execution_id"] == r.json()["id"] for e in events)
+    listed = (await client.get("/api/v1/events", headers=owner.headers)).json()["items"]
+    assert {e["name"] for e in listed} == {"execution.completed"}
+    assert any(e["payload"]["execution_id"] == r.json()["id"] for e in listed)
 
 
 async def test_a_workflow_triggering_itself_stops_at_the_depth_limit(
@@ -288,3 +292,45 @@ async def test_a_workflow_triggering_itself_stops_at_the_depth_limit(
         )
     assert depths == [0, 1, 2, 3]
     assert "depth limit of 3" in caplog.text
+
+
+async def test_unheard_events_are_marked_in_batches_and_purged_later(
+    settings: Settings, app_context: AppContext, operator_db: Database
+) -> None:
+    app = create_app(settings, app_context, embedded_worker=False)  # no dispatcher racing us
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            owner = await signup(client, "batch@example.com")
+    now = app_context.clock()
+    db = Database.from_settings(settings)
+    try:
+        async with operator_db.transaction() as session:
+            session.add_all(
+                EventRow(organization_id=uuid.UUID(owner.org_id), name="nobody.listens",
+                         payload={"i": i}, created_at=now)
+                for i in range(450)
+            )  # fmt: skip
+        reports = []
+        while not reports or reports[-1].more:
+            reports.append(
+                await events.dispatch_pending(
+                    db,
+                    plans=app_context.plans,
+                    notify=lambda: None,
+                    max_depth=8,
+                    now=now,
+                    limit=200,
+                )
+            )
+        assert [(r.events, r.started, r.more) for r in reports] == [
+            (200, 0, True),
+            (200, 0, True),
+            (50, 0, False),
+        ]
+        assert await all_dispatched(operator_db)
+        assert await events.purge(db, now - dt.timedelta(seconds=1)) == 0
+        assert await events.purge(db, now + dt.timedelta(seconds=1), batch=100) == 450
+        assert await count_rows(operator_db, EventRow) == 0
+    finally:
+        await db.dispose()

@@ -14,12 +14,13 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from turbocat.db.engine import Database, TenantContext, after_commit
@@ -78,6 +79,8 @@ class Dispatched:
     events: int = 0
     started: int = 0
     stopped_by_depth: int = 0
+    more: bool = False
+    """The batch was full: more events may be waiting."""
 
 
 @dataclass(frozen=True)
@@ -193,6 +196,7 @@ async def dispatch_pending(
             )
         ).all()  # fmt: skip
         patterns = await _patterns(session, {org for _, org, _ in pending}) if pending else {}
+    report.more = len(pending) == limit
     heard: list[uuid.UUID] = []
     unheard: list[uuid.UUID] = []
     for event_id, org, name in pending:
@@ -252,6 +256,31 @@ async def _record_failure(
                 event.processed_at = now
 
 
+PURGE_EVERY_SECONDS = 300.0
+
+
+async def purge(db: Database, before: dt.datetime, batch: int = 5000) -> int:
+    """Delete events dispatched before ``before`` (every execution leaves one)."""
+    removed = 0
+    while True:
+        async with db.transaction(SYSTEM) as session:
+            ids = (
+                await session.execute(
+                    select(EventRow.id)
+                    .where(EventRow.processed_at.is_not(None), EventRow.processed_at < before)
+                    .limit(batch)
+                )
+            ).scalars().all()  # fmt: skip
+            if ids:
+                await session.execute(
+                    delete(EventRow).where(EventRow.id.in_(ids)),
+                    execution_options={"synchronize_session": False},
+                )
+        removed += len(ids)
+        if len(ids) < batch:
+            return removed
+
+
 class Dispatcher:
     """The loop a worker process runs beside its worker: dispatch, then sleep ``poll_seconds``
     (or until ``wake`` is notified after a local commit that published an event)."""
@@ -266,6 +295,7 @@ class Dispatcher:
         max_depth: int,
         poll_seconds: float,
         wake: Notifier,
+        retention: dt.timedelta = dt.timedelta(days=7),
     ) -> None:
         self.db = db
         self.plans = plans
@@ -273,7 +303,9 @@ class Dispatcher:
         self.clock = clock
         self.max_depth = max_depth
         self.poll_seconds = poll_seconds
+        self.retention = retention
         self._wake = wake
+        self._next_purge = 0.0
 
     async def run_once(self) -> Dispatched:
         return await dispatch_pending(
@@ -283,6 +315,7 @@ class Dispatcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            report = Dispatched()
             try:
                 report = await self.run_once()
                 if report.started or report.stopped_by_depth:
@@ -290,8 +323,13 @@ class Dispatcher:
                         "dispatched %d events: %d executions started, %d stopped by depth",
                         report.events, report.started, report.stopped_by_depth,
                     )  # fmt: skip
+                if time.monotonic() >= self._next_purge:
+                    self._next_purge = time.monotonic() + PURGE_EVERY_SECONDS
+                    await purge(self.db, self.clock() - self.retention)
             except Exception:
                 log.exception("event dispatch failed; retrying")
+            if report.more:
+                continue
             self._wake.event.clear()
             stopping = asyncio.ensure_future(stop.wait())
             waking = asyncio.ensure_future(self._wake.event.wait())
