@@ -186,6 +186,37 @@ async def claim(
             .with_for_update(skip_locked=True)
         )
     ).all()
+    return await _take(session, [tuple(row) for row in candidates], worker_id, now, lease)
+
+
+async def claim_made_ready(
+    session: AsyncSession, rows: Sequence[StepRunRow], *, worker_id: str,
+    queues: Sequence[str], limit: int, now: dt.datetime, lease: dt.timedelta,
+) -> list[StepRunRow]:  # fmt: skip
+    """Like ``claim``, for rows this transaction just made ready (so it holds their locks and
+    knows them): no search for candidates."""
+    due = [
+        (run.id, run.agent_id, run.organization_id, run.queue)
+        for run in rows
+        if run.status == S.READY
+        and run.queue in queues
+        and run.scheduled_for is not None
+        and run.scheduled_for <= now
+    ]
+    return await _take(session, due[:limit], worker_id, now, lease)
+
+
+async def _take(
+    session: AsyncSession,
+    candidates: Sequence[tuple[Any, ...]],
+    worker_id: str,
+    now: dt.datetime,
+    lease: dt.timedelta,
+) -> list[StepRunRow]:
+    """Lease the candidates ``(id, agent_id, organization_id, queue)`` that fit the agent and
+    task queue limits to ``worker_id``."""
+    if not candidates:
+        return []
     fit = set(await _within_agent_limits(session, [(row[0], row[1]) for row in candidates]))
     ids = await within_activity_limits(
         session, [(row[0], row[2], row[3]) for row in candidates if row[0] in fit]
@@ -281,6 +312,11 @@ class Recorded:
     without another claim or wake-up): this execution's new ones, else any that wait."""
     own_chained: int = 0
     """How many of ``chained`` are this execution's (the rest need no announcement)."""
+    ready_rows: list[StepRunRow] = field(default_factory=list)
+    """Rows made ready here that the caller may claim without searching."""
+    execution: ExecutionRow | None = None
+    """The execution recorded in. Holding it keeps it in the session's identity map (which
+    holds rows weakly), so loading its chained steps does not read it again."""
 
 
 @dataclass(frozen=True)
@@ -321,18 +357,24 @@ async def record_outcome(
     )
     if settled is None:
         return Recorded(lost_lease=True)
-    recorded = Recorded()
     execution = settled[0]
+    recorded = Recorded(execution=execution)
     for line in lines:
         log(session, execution, line.message, line.at, level=line.level, run=settled[1],
             **line.metadata)  # fmt: skip
     await _after(session, *settled, outcome.failure, plan, now, rand, recorded)
     if chain is not None and chain.limit > 0:
         if recorded.made_ready:  # this execution's next steps first: they are warm
-            recorded.chained = await claim(
-                session, worker_id=chain.worker_id, queues=chain.queues, limit=chain.limit,
-                now=now, lease=chain.lease, execution_id=execution.id,
-            )  # fmt: skip
+            if len(recorded.ready_rows) == recorded.made_ready:  # all known: no search
+                recorded.chained = await claim_made_ready(
+                    session, recorded.ready_rows, worker_id=chain.worker_id,
+                    queues=chain.queues, limit=chain.limit, now=now, lease=chain.lease,
+                )  # fmt: skip
+            else:
+                recorded.chained = await claim(
+                    session, worker_id=chain.worker_id, queues=chain.queues,
+                    limit=chain.limit, now=now, lease=chain.lease, execution_id=execution.id,
+                )  # fmt: skip
             recorded.own_chained = len(recorded.chained)
         if not recorded.chained:  # else whatever waits: the slot never goes idle
             recorded.chained = await claim(
@@ -469,6 +511,7 @@ async def _after(
     opening = frames.Opening()
     ready = [changed[ids[key].id] for key in decision.ready]
     await frames.make_ready(session, execution, plan, ready, context, now, opening)
+    recorded.ready_rows.extend(run for run in ready if run.status == S.READY)
     if await _settle_opened(session, execution, plan, opening, now, recorded):
         return
     if ready or not progress.finished(states, nodes):
