@@ -43,7 +43,7 @@ from turbocat.domain.errors import (
 from turbocat.domain.slugs import slugify
 from turbocat.engine.plan import PlanCache
 from turbocat.security.crypto import Keyring, row_aad
-from turbocat.services import agents, audit, executions, outbox, schedules, workflows
+from turbocat.services import agents, audit, executions, outbox, workflows
 
 _FIELDS = (
     "name", "slug", "workflow_id", "agent_id", "environment", "status", "config",
@@ -366,17 +366,20 @@ async def invoke(
         raise Conflict(f"the deployment is {row.status.value}; start it first")
     if row.workflow_id is None:
         raise Conflict("invoking an agent deployment is not supported yet; deploy a workflow")
-    acting = principal or await schedules.acting_principal(
-        session, row.organization_id, row.created_by_id
-    )
-    execution = await executions.start(
-        session, acting, row.workflow_id, input_data=input_data, trigger_type=TriggerType.API,
+    if principal is not None:
+        principal.require_access("executions", write=True)
+    workflow = await session.get(WorkflowRow, row.workflow_id)
+    if workflow is None or workflow.deleted_at is not None:
+        raise Conflict("the deployed workflow version was deleted")
+    started = await executions.launch(
+        session, workflow, input_data=input_data, trigger_type=TriggerType.API,
         trigger_data={"deployment_id": str(row.id), "environment": row.environment.value},
         plans=plans, notify=notify, now=now,
+        user_id=principal.user_id if principal else None,
+        api_key_id=principal.api_key_id if principal else None,
     )  # fmt: skip
+    execution = started.execution
     execution.deployment_id = row.id
-    if principal is None:
-        execution.user_id = None
     await session.flush()
     return execution
 

@@ -26,10 +26,10 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from turbocat.db.listing import PageRequest, apply_page
-from turbocat.db.models import MembershipRow, ScheduleRow, WorkflowRow
+from turbocat.db.models import ScheduleRow, WorkflowRow
 from turbocat.domain import schedules as slots
 from turbocat.domain.access import Principal
-from turbocat.domain.enums import MemberRole, MisfirePolicy, TriggerType
+from turbocat.domain.enums import MisfirePolicy, TriggerType
 from turbocat.domain.errors import FieldError, NotFound, TurbocatError, ValidationFailed
 from turbocat.domain.jsonschemas import validate_instance
 from turbocat.domain.triggers import check_cron, check_timezone
@@ -309,31 +309,6 @@ async def _target(session: AsyncSession, row: ScheduleRow) -> WorkflowRow:
     return workflow
 
 
-async def acting_principal(
-    session: AsyncSession, organization_id: uuid.UUID, user_id: uuid.UUID | None
-) -> Principal:
-    """Whom a run started by the platform (a schedule, a deployment key) acts as for access
-    checks: the user who set it up, or, if they left, the organization's oldest owner. The
-    execution itself records no user (SPEC: the actor of a scheduled run is neither)."""
-    stmt = select(MembershipRow).where(MembershipRow.organization_id == organization_id)
-    if user_id is not None:
-        stmt = stmt.where(MembershipRow.user_id == user_id)
-    else:
-        stmt = stmt.where(MembershipRow.role == MemberRole.OWNER)
-    membership = (
-        (await session.execute(stmt.order_by(MembershipRow.created_at).limit(1))).scalars().first()
-    )
-    if membership is None:
-        if user_id is not None:
-            return await acting_principal(session, organization_id, None)
-        raise NotFound("organization owner", organization_id)
-    role = max(membership.role, MemberRole.MEMBER, key=lambda r: _RANK[r])
-    return Principal(user_id=membership.user_id, organization_id=organization_id, role=role)
-
-
-_RANK = {MemberRole.VIEWER: 0, MemberRole.MEMBER: 1, MemberRole.ADMIN: 2, MemberRole.OWNER: 3}
-
-
 async def fire(
     session: AsyncSession,
     schedule_id: uuid.UUID,
@@ -405,8 +380,8 @@ async def _start(
     notify: Callable[[], None],
     now: dt.datetime,
 ) -> tuple[uuid.UUID | None, str | None]:
+    """Start the run of the slot (no user: the platform starts it for the schedule)."""
     assert firing.slot is not None
-    principal = await acting_principal(session, row.organization_id, row.created_by_id)
     trigger = {"schedule_id": str(row.id), "slot": firing.slot.isoformat()}
     if firing.misfired:
         trigger["missed_slots"] = str(firing.missed)
@@ -414,17 +389,17 @@ async def _start(
         # A savepoint: a run that cannot start (its input no longer fits a newer version)
         # skips the slot, while the schedule still advances.
         async with session.begin_nested():
-            execution = await executions.start(
-                session, principal, workflow.id, input_data=dict(row.input),
+            started = await executions.launch(
+                session, workflow, input_data=dict(row.input),
                 trigger_type=TriggerType.SCHEDULED, trigger_data=trigger, plans=plans,
-                notify=notify, now=now,
+                notify=notify, now=now, idempotency_key=slots.slot_key(row.id, firing.slot),
+                input_path=("schedule", "input"),
             )  # fmt: skip
-            execution.user_id = None
-            execution.idempotency_key = slots.slot_key(row.id, firing.slot)
-            await session.flush()
     except TurbocatError as exc:
         return None, f"the run of slot {firing.slot.isoformat()} could not start: {exc.detail}"
-    return execution.id, None
+    if not started.created:  # unreachable past the compare-and-set; the key says so anyway
+        return None, f"slot {firing.slot.isoformat()} already has execution {started.execution.id}"
+    return started.execution.id, None
 
 
 def _emit(
