@@ -22,15 +22,15 @@ from turbocat.db.models import ExecutionRow
 from turbocat.domain.runs import EXECUTION_TERMINAL
 from turbocat.services import executions
 
-FIRST_POLL_SECONDS = 0.01
-MAX_POLL_SECONDS = 0.25
+FIRST_POLL_SECONDS = 0.005
+MAX_POLL_SECONDS = 0.2
 
 
 async def wait_for_end(
     db: Database, organization_id: uuid.UUID, execution_id: uuid.UUID, seconds: float
 ) -> tuple[ExecutionRow | None, bool]:
     """The execution once it has ended (True), or as it is when ``seconds`` ran out (False).
-    Polls often at first (most waited-for runs are short), then every 250 ms."""
+    Polls often at first (most waited-for runs are short), backing off to every 200 ms."""
     deadline = time.monotonic() + seconds
     interval = FIRST_POLL_SECONDS
     context = TenantContext(organization_id=organization_id)
@@ -43,7 +43,7 @@ async def wait_for_end(
         if left <= 0:
             return row, False
         await asyncio.sleep(min(interval, left))
-        interval = min(interval * 2, MAX_POLL_SECONDS)
+        interval = min(interval * 1.5, MAX_POLL_SECONDS)
 
 
 class WaitForExecution(Response):
