@@ -388,13 +388,14 @@ class Worker:
                     now=self.clock(), rand=random.random(), chain=chain,  # noqa: S311 - jitter
                     claimed=claimed, lines=lines,
                 )  # fmt: skip
+                for run in recorded.chained:  # load them while the transaction is open
+                    successors.append((run, await self._load_in(session, run)))
                 if tokens and not recorded.lost_lease:  # spent whatever the outcome
+                    # last: the organization's usage row is locked until the commit
                     await metering.add(
                         session, call.organization_id, UsageMetric.AI_TOKENS_USED, tokens,
                         self.clock(),
                     )  # fmt: skip
-                for run in recorded.chained:  # load them while the transaction is open
-                    successors.append((run, await self._load_in(session, run)))
             return recorded
 
         try:  # fenced by the lease epoch: a retry after a lost commit reply records nothing
