@@ -6,6 +6,7 @@ onto the retry policy."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import uuid
 from collections.abc import Iterator
@@ -269,7 +270,9 @@ async def test_tool_loop_runs_an_agent(fake: FakeLLM, provider: str, stream: boo
     assert out["usage"] == {"prompt_tokens": 130, "completion_tokens": 18, "total_tokens": 148,
                             "calls": 2}  # fmt: skip
     assert out["iterations"] == 2
-    assert services.tool_calls == [("big-orders", {"data": ORDERS}, "ex:ask:0:tool:c1")]
+    ((ref, arguments, key),) = services.tool_calls
+    assert (ref, arguments) == ("big-orders", {"data": ORDERS})
+    assert re.fullmatch(r"ex:ask:0:tool:[0-9a-f]{16}", key)
     first, second = fake.bodies
     if provider == "openai":
         assert first["tools"] == [{"type": "function", "function": {
@@ -303,6 +306,24 @@ async def test_tool_errors_go_back_to_the_model(fake: FakeLLM, provider: str) ->
     errors = [c["error"] for c in out["tool_calls"]]
     assert "no tool named 'nope'" in errors[0] and "$.data" in errors[1]
     assert "no tool named" in json.dumps(fake.bodies[1]["messages"])
+
+
+async def test_tool_idempotency_keys_follow_the_call_not_the_provider_id(fake: FakeLLM) -> None:
+    """After a crash or a retry the model's call ids differ; the key must not."""
+    keys = []
+    for call_id in ("first-id", "other-id"):
+        fake.add(Script(tool_calls=[(call_id, "big_orders", {"data": ORDERS}),
+                                    (f"{call_id}-2", "big_orders", {"data": ORDERS}),
+                                    (f"{call_id}-3", "big_orders", {"data": []})]))  # fmt: skip
+        fake.text("done")
+        services = with_tools()
+        await llm.invoke(
+            invocation(fake, "openai", services, tools=[{"type": "agent", "ref": "big-orders"}])
+        )
+        keys.append([key for _, _, key in services.tool_calls])
+    assert keys[0] == keys[1]
+    first, again, other = keys[0]
+    assert again == f"{first}.2" and other != first and not other.endswith(".2")
 
 
 async def test_max_iterations_bounds_the_tool_loop(fake: FakeLLM) -> None:
@@ -463,7 +484,7 @@ async def test_tools_calling_tools_stop_at_three_levels(fake: FakeLLM) -> None:
     )
     assert isinstance(out, dict) and out["content"] == "done 0"
     keys = [key for _, _, key in services.tool_calls]
-    assert keys[-1] == "ex:ask:0:tool:c0:tool:c1:tool:c2:tool:c3"
+    assert keys[-1].startswith("ex:ask:0:tool:") and keys[-1].count(":tool:") == 4
     deepest = json.dumps(fake.bodies[4]["messages"])
     assert "deeper than 3 levels" in deepest
 

@@ -19,6 +19,7 @@ iterations}`` (see docs/agents.md).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Mapping
@@ -202,6 +203,7 @@ class Conversation:
         self.completion_tokens = 0
         self.tool_runs: list[dict[str, JSONValue]] = []
         self.max_tokens_field = "max_tokens"
+        self.seen: dict[str, int] = {}
 
     def usage(self) -> dict[str, JSONValue]:
         return {
@@ -246,6 +248,16 @@ class Conversation:
         )  # fmt: skip
         return reply
 
+    def call_key(self, request: ToolCall) -> str:
+        """The tool run's part of its idempotency key: from the tool and its arguments, not
+        the provider's random call id, so that the same call made again after a crash or a
+        retry carries the same key (an api tool sends it as Idempotency-Key); the n-th
+        identical call of this step gets ``.n``."""
+        text = f"{request.name}\n{_json_text(request.arguments)}"
+        digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+        n = self.seen[digest] = self.seen.get(digest, 0) + 1
+        return digest if n == 1 else f"{digest}.{n}"
+
     def _wants_max_completion_tokens(self, exc: AgentError, request: ChatRequest) -> bool:
         return (
             isinstance(self.wire, OpenAIWire)
@@ -281,7 +293,7 @@ class Conversation:
             )  # fmt: skip
             try:
                 output = await self.call.services.run_tool(
-                    found[0], request.arguments, self.call, request.id
+                    found[0], request.arguments, self.call, self.call_key(request)
                 )
             except AgentError as exc:
                 problem = exc.message
