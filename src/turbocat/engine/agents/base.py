@@ -119,7 +119,8 @@ async def run_agent_tool(
     target: ToolTarget, arguments: dict[str, JSONValue], parent: Invocation, call_id: str
 ) -> JSONValue:
     """Run an agent tool inline through its kind's runtime, as a child of ``parent`` with its
-    own idempotency key (``<parent key>:tool:<call id>``) and the parent's services."""
+    own idempotency key (``<parent key>:tool:<call_id>``; the llm kind derives ``call_id`` from
+    the tool and its arguments) and the parent's services."""
     from turbocat.engine.runner import RUNTIMES  # the runner imports every runtime
 
     if parent.idempotency_key.count(":tool:") >= MAX_TOOL_DEPTH:
@@ -164,7 +165,8 @@ class Services(Protocol):
     async def run_tool(
         self, target: ToolTarget, arguments: dict[str, JSONValue], parent: Invocation, call_id: str
     ) -> JSONValue:
-        """Run ``target`` with ``arguments`` on behalf of the llm step ``parent``."""
+        """Run ``target`` with ``arguments`` on behalf of the llm step ``parent``, with the
+        idempotency key ``<parent key>:tool:<call_id>``."""
 
 
 @dataclass(frozen=True)
