@@ -197,6 +197,18 @@ async def test_invalid_output_is_asked_again_with_the_error(fake: FakeLLM, provi
     assert "not JSON" in third
 
 
+async def test_an_empty_reply_is_asked_again_in_a_valid_turn(fake: FakeLLM) -> None:
+    fake.text("")
+    fake.text('{"label": "ham", "score": 1}')
+    out = await llm.invoke(invocation(fake, "anthropic", response_schema=SCHEMA))
+    assert isinstance(out, dict) and out["json"] == {"label": "ham", "score": 1}
+    assistant = fake.bodies[1]["messages"][1]
+    assert assistant == {
+        "role": "assistant",
+        "content": [{"type": "text", "text": "(empty reply)"}],
+    }
+
+
 async def test_output_that_never_validates_fails_naming_the_field(fake: FakeLLM) -> None:
     for _ in range(3):
         fake.text('{"label": "spam", "score": "high"}')

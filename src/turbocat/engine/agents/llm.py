@@ -350,7 +350,7 @@ class Conversation:
                         self.call.services.log(
                             LogLevel.WARN, f"reply rejected by response_schema: {problem}", {}
                         )
-                        messages.append(Message("assistant", reply.text))
+                        messages.append(Message("assistant", reply.text or "(empty reply)"))
                         messages.append(Message("user", (
                             f"Your reply does not satisfy the required JSON Schema: {problem}. "
                             "Answer again with only the corrected JSON."
