@@ -130,6 +130,9 @@ class Scheduler:
                 await asyncio.sleep(0.01)
 
     async def check_health(self, now: dt.datetime) -> int:
+        async with self.db.transaction(SYSTEM, readonly=True) as session:
+            if not await deployments.any_to_check(session):
+                return 0
         async with self.db.transaction(SYSTEM) as session:
             return await deployments.check_health(
                 session, now, window=self.config.health_window,

@@ -405,6 +405,15 @@ async def record_request(
 
 # --- health -----------------------------------------------------------------------------------
 
+CHECKED = (DeploymentStatus.RUNNING, DeploymentStatus.MAINTENANCE)
+
+
+async def any_to_check(session: AsyncSession) -> bool:
+    """Whether a health check has anything to do (read-only, so an idle scheduler never takes
+    SQLite's write lock)."""
+    stmt = select(DeploymentRow.id).where(DeploymentRow.status.in_(CHECKED)).limit(1)
+    return (await session.execute(stmt)).first() is not None
+
 
 async def check_health(
     session: AsyncSession,
@@ -418,15 +427,7 @@ async def check_health(
     context): from its executions that ended within ``window`` and whether a worker with a
     fresh heartbeat serves the queue its workflow runs on. Returns how many were checked."""
     rows = (
-        (
-            await session.execute(
-                select(DeploymentRow).where(
-                    DeploymentRow.status.in_(
-                        [DeploymentStatus.RUNNING, DeploymentStatus.MAINTENANCE]
-                    )
-                )
-            )
-        )
+        (await session.execute(select(DeploymentRow).where(DeploymentRow.status.in_(CHECKED))))
         .scalars()
         .all()
     )
