@@ -255,3 +255,48 @@ async def test_two_schedulers_fire_each_slot_exactly_once(
     assert len(slots) == count * steps and set(slots.values()) == {1}, slots.most_common(2)
     assert sum(fired.values()) == count * steps
     assert min(fired.values()) > 0, fired  # both took part: the race was real
+
+
+async def test_trigger_config_schedules_become_schedules(
+    client: httpx.AsyncClient, app_context: AppContext, clock: Clock, operator_db: Database
+) -> None:
+    owner = await signup(client, "tc@example.com")
+    clock.now = dt.datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
+    config = {"schedules": [{"cron": "0 10 * * *", "timezone": "Europe/Berlin", "input": {"n": 1}}]}
+    r = await client.post(
+        "/api/v1/workflows", headers=owner.headers,
+        json={"name": "declared", "definition": DEFINITION, "trigger_config": config},
+    )  # fmt: skip
+    assert r.status_code == 201, r.text
+    wf = r.json()["id"]
+    url = f"/api/v1/schedules?workflow_id={wf}"
+    [made] = (await client.get(url, headers=owner.headers)).json()["items"]
+    assert made["name"] == "trigger_config.schedules[0]" and made["input"] == {"n": 1}
+    assert at(made["next_fire_at"]) == dt.datetime(2026, 6, 2, 8, tzinfo=UTC)  # 10:00 CEST
+
+    clock.now = dt.datetime(2026, 6, 2, 8, 0, 1, tzinfo=UTC)
+    assert len((await app_context.scheduler().tick()).fired) == 1
+    config["schedules"].append({"cron": "*/30 * * * *", "enabled": False})
+    r = await client.patch(
+        f"/api/v1/workflows/{wf}", headers=owner.headers, json={"trigger_config": config}
+    )
+    assert r.status_code == 200, r.text
+    rows = (await client.get(url, headers=owner.headers)).json()["items"]
+    by_name = {s["name"]: s for s in rows}
+    assert by_name["trigger_config.schedules[0]"]["run_count"] == 1  # unchanged entry kept
+    assert by_name["trigger_config.schedules[1]"]["next_fire_at"] is None  # disabled
+    config["schedules"] = [{"cron": "0 11 * * *", "timezone": "Europe/Berlin"}]
+    r = await client.patch(
+        f"/api/v1/workflows/{r.json()['id']}",
+        headers=owner.headers,
+        json={"trigger_config": config},
+    )
+    assert r.status_code == 200, r.text
+    [kept] = (await client.get(url, headers=owner.headers)).json()["items"]
+    assert at(kept["next_fire_at"]) == dt.datetime(2026, 6, 2, 9, tzinfo=UTC)
+    bad = await client.patch(
+        f"/api/v1/workflows/{r.json()['id']}", headers=owner.headers,
+        json={"trigger_config": {"schedules": [{"cron": "bad"}]}},
+    )  # fmt: skip
+    assert assert_problem(bad, 422)["errors"][0]["field"].startswith("body.trigger_config")
+    assert await count_rows(operator_db, ScheduleRow) == 1

@@ -33,7 +33,7 @@ from turbocat.domain.enums import StepType, WorkflowCategory, WorkflowStatus
 from turbocat.domain.errors import Conflict, NotFound, ValidationFailed
 from turbocat.domain.slugs import slugify
 from turbocat.domain.triggers import validate_trigger_config
-from turbocat.services import agents, audit, versions
+from turbocat.services import agents, audit, trigger_schedules, versions
 
 KEBAB = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 VERSIONED_FIELDS = frozenset(
@@ -238,6 +238,8 @@ async def create(
     session.add(row)
     await session.flush()
     session.add_all(_step_rows(row, defn, found))
+    if row.trigger_config:
+        await trigger_schedules.sync(session, row, now)
     _audit(session, principal, "workflow.create", row, now, meta)
     return row
 
@@ -337,6 +339,8 @@ async def update(
         session.add_all(_step_rows(target, defn, found))
     elif target is not row:
         await _copy_steps(session, row, target)
+    if "trigger_config" in changed:
+        await trigger_schedules.sync(session, target, now)
     _audit(session, principal, action, target, now, meta, before)
     return target
 
