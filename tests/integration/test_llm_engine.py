@@ -101,8 +101,9 @@ async def test_llm_step_with_a_tool_streams_and_meters_tokens(
         "parameters": {"type": "object", "properties": {"data": {"type": "array"}},
                        "required": ["data"]},
     })  # fmt: skip
+    key = await integration(client, owner, fake, "sk-live-123")
     agent = await assistant(
-        client, owner, fake, "sk-live-123", stream=True,
+        client, owner, fake, integration_id=key, stream=True,
         tools=[{"type": "agent", "ref": "big-orders"}],
     )  # fmt: skip
     fake.tool("big-orders", {"data": ORDERS}, call_id="call_a", usage=(100, 20))
@@ -115,8 +116,8 @@ async def test_llm_step_with_a_tool_streams_and_meters_tokens(
     output = step["output"]
     assert output["tool_calls"] == [{"id": "call_a", "name": "big-orders",
                                      "arguments": {"data": ORDERS}, "output": [1, 3]}]  # fmt: skip
-    assert output["usage"] == {"prompt_tokens": 250, "completion_tokens": 50,
-                               "total_tokens": 300, "calls": 2}  # fmt: skip
+    assert output["usage"] == {"prompt": 250, "completion": 50,
+                               "total": 300, "calls": 2}  # fmt: skip
     first = fake.bodies[0]
     assert first["messages"][1]["content"].startswith("Which orders are big? [{")
     assert first["tools"][0]["function"]["name"] == "big-orders"
@@ -141,6 +142,19 @@ async def test_llm_step_with_a_tool_streams_and_meters_tokens(
     async with operator_db.transaction() as session:
         (row,) = (await session.execute(select(UsageRecordRow))).scalars().all()
     assert int(row.quantity) == 306
+
+    # tokens spent by a step that fails are metered too
+    strict = await assistant(
+        client, owner, fake, integration_id=key, response_schema={"type": "integer"}
+    )
+    for _ in range(3):
+        fake.add(Script(text="not a number", usage=(10, 0)))
+    done = await run_workflow(client, owner, ask(strict), {"orders": []})
+    assert done["steps"][0]["error"]["type"] == "llm_invalid_output", done
+    assert done["steps"][0]["error"]["details"]["usage"]["total"] == 30
+    async with operator_db.transaction() as session:
+        (row,) = (await session.execute(select(UsageRecordRow))).scalars().all()
+    assert int(row.quantity) == 336
 
 
 async def run_advancing(

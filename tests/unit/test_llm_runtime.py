@@ -86,7 +86,7 @@ async def test_openai_request_and_reply(fake: FakeLLM) -> None:
     )  # fmt: skip
     assert isinstance(out, dict)
     assert out["content"] == "Hello Ada" and out["json"] is None and out["tool_calls"] == []
-    assert out["usage"] == {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15,
+    assert out["usage"] == {"prompt": 12, "completion": 3, "total": 15,
                             "calls": 1}  # fmt: skip
     assert out["model"] == "fake-model" and out["finish_reason"] == "stop"
     (seen,) = fake.requests
@@ -110,7 +110,7 @@ async def test_anthropic_request_and_reply_with_the_integration_key(fake: FakeLL
                    user_prompt="Greet {{ input.who }} ({{ inputs.q }}) in a {{ vars.tone }} tone")
     )  # fmt: skip
     assert isinstance(out, dict) and out["content"] == "Bonjour"
-    assert out["usage"]["total_tokens"] == 24 and out["finish_reason"] == "end_turn"
+    assert out["usage"]["total"] == 24 and out["finish_reason"] == "end_turn"
     (seen,) = fake.requests
     assert seen.path == ANTHROPIC
     assert seen.headers["x-api-key"] == "sk-ant"
@@ -231,7 +231,7 @@ async def test_streaming_writes_coalesced_lines_and_usage(fake: FakeLLM, provide
     settings = {"stream_log_chars": 40, "stream_log_seconds": 60}
     out = await llm.invoke(invocation(fake, provider, services, settings=settings, stream=True))
     assert isinstance(out, dict) and out["content"] == TEXT
-    assert out["usage"]["prompt_tokens"] == 30 and out["usage"]["completion_tokens"] == 40
+    assert out["usage"]["prompt"] == 30 and out["usage"]["completion"] == 40
     assert services.usage == [Usage("fake-model", 30, 40)]
     streamed = [m for _, m, meta in services.logs if meta.get("stream")]
     assert "".join(streamed) == TEXT
@@ -279,7 +279,7 @@ async def test_tool_loop_runs_an_agent(fake: FakeLLM, provider: str, stream: boo
     assert out["tool_calls"] == [
         {"id": "c1", "name": "big_orders", "arguments": {"data": ORDERS}, "output": [1, 3]}
     ]
-    assert out["usage"] == {"prompt_tokens": 130, "completion_tokens": 18, "total_tokens": 148,
+    assert out["usage"] == {"prompt": 130, "completion": 18, "total": 148,
                             "calls": 2}  # fmt: skip
     assert out["iterations"] == 2
     ((ref, arguments, key),) = services.tool_calls
@@ -475,7 +475,7 @@ async def test_an_llm_agent_as_a_tool(fake: FakeLLM) -> None:
     )
     assert isinstance(out, dict) and out["content"] == "outer answer"
     inner = out["tool_calls"][0]["output"]
-    assert inner["content"] == "inner answer" and inner["usage"]["total_tokens"] == 4
+    assert inner["content"] == "inner answer" and inner["usage"]["total"] == 4
     assert [r.path for r in fake.requests] == [OPENAI, ANTHROPIC, OPENAI]
     assert fake.bodies[1]["messages"][0]["content"][0]["text"] == '{"q": "x"}'
     assert fake.bodies[0]["tools"][0]["function"]["parameters"] == {"type": "object"}

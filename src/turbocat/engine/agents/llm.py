@@ -207,8 +207,8 @@ class Conversation:
 
     def usage(self) -> dict[str, JSONValue]:
         return {
-            "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-            "total_tokens": self.prompt_tokens + self.completion_tokens, "calls": self.calls,
+            "prompt": self.prompt_tokens, "completion": self.completion_tokens,
+            "total": self.prompt_tokens + self.completion_tokens, "calls": self.calls,
         }  # fmt: skip
 
     async def ask(self, client: httpx.AsyncClient, request: ChatRequest) -> Reply:
