@@ -12,7 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from tests.integration.conftest import Account, assert_problem, count_rows, signup
+from tests.integration.conftest import Account, Clock, assert_problem, count_rows, signup
 from tests.integration.test_engine import data_step, wait_done
 from turbocat.api.app import create_app
 from turbocat.bootstrap import AppContext
@@ -334,3 +334,32 @@ async def test_unheard_events_are_marked_in_batches_and_purged_later(
         assert await count_rows(operator_db, EventRow) == 0
     finally:
         await db.dispose()
+
+
+async def test_every_way_an_execution_ends_emits_its_event(
+    client: httpx.AsyncClient, clock: Clock
+) -> None:
+    owner = await signup(client, "ends@example.com")
+    failing = await make_workflow(
+        client, owner, {"steps": [data_step("bad", mapping={"v": "{{ input.x.y }}"})]}
+    )
+    slow = await make_workflow(client, owner, {**SIGNAL_WAIT, "timeout_seconds": 5})
+    failed = (await client.post(f"{run_url(failing)}?wait=20", headers=owner.headers,
+                                json={"input": {"x": 1}})).json()  # fmt: skip
+    assert failed["status"] == "failed", failed
+    cancelled = (await client.post(run_url(slow), headers=owner.headers, json={})).json()
+    r = await client.post(f"/api/v1/executions/{cancelled['id']}/cancel", headers=owner.headers)
+    assert r.status_code == 200, r.text
+    timed_out = (await client.post(run_url(slow), headers=owner.headers, json={})).json()
+    clock.advance(seconds=60)  # the worker's next maintenance finds it past its time limit
+    assert (await wait_done(client, owner, timed_out["id"]))["status"] == "timeout"
+
+    listed = (await client.get("/api/v1/events", headers=owner.headers)).json()["items"]
+    ends = {e["payload"]["execution_id"]: (e["name"], e["payload"]["status"]) for e in listed}
+    assert ends == {
+        failed["id"]: ("execution.failed", "failed"),
+        cancelled["id"]: ("execution.cancelled", "cancelled"),
+        timed_out["id"]: ("execution.timeout", "timeout"),
+    }
+    by_id = {e["payload"]["execution_id"]: e["payload"] for e in listed}
+    assert "failed" in by_id[failed["id"]]["error"] and by_id[failed["id"]]["depth"] == 0

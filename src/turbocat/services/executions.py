@@ -45,6 +45,8 @@ class ExecutionFilter:
     trigger_type: TriggerType | None = None
     since: dt.datetime | None = None
     until: dt.datetime | None = None
+    parent_execution_id: uuid.UUID | None = None
+    """Only the child executions this execution started."""
 
 
 async def start(
@@ -100,6 +102,8 @@ async def launch(
     api_key_id: uuid.UUID | None = None,
     idempotency_key: str | None = None,
     input_path: tuple[str | int, ...] = ("body", "input"),
+    parent_execution_id: uuid.UUID | None = None,
+    parent_step_key: str | None = None,
 ) -> Started:
     """Start ``workflow`` (a version row the caller may run) for whoever the caller vouches
     for: a request, a webhook, an event, a schedule. Checks the status and the input schema
@@ -131,6 +135,8 @@ async def launch(
         steps_total=0,
         task_queue=plan.task_queue,
         idempotency_key=idempotency_key,
+        parent_execution_id=parent_execution_id,
+        parent_step_key=parent_step_key,
         created_at=now,
         updated_at=now,
     )
@@ -238,7 +244,11 @@ async def cancel(
     """Cancel a live execution; its running steps stop within a second."""
     principal.require_access("executions", write=True)
     execution = await get(session, principal, execution_id)
-    if not await store.cancel(session, execution.id, now, by=_who(principal)):
+    # Expired, the row is reloaded by the engine's UPDATE ... RETURNING: the counters and the
+    # execution.cancelled event it writes must see the new status, not the one read above.
+    session.expire(execution)
+    if not await store.cancel(session, execution_id, now, by=_who(principal)):
+        await session.refresh(execution)
         raise Conflict(f"the execution is already {execution.status.value}")
     after_commit(session, notify)
     await session.refresh(execution)
@@ -280,6 +290,8 @@ async def list_executions(
         stmt = stmt.where(ExecutionRow.status == filters.status)
     if filters.trigger_type is not None:
         stmt = stmt.where(ExecutionRow.trigger_type == filters.trigger_type)
+    if filters.parent_execution_id is not None:
+        stmt = stmt.where(ExecutionRow.parent_execution_id == filters.parent_execution_id)
     if filters.since is not None:
         stmt = stmt.where(ExecutionRow.created_at >= filters.since)
     if filters.until is not None:
