@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 
 import pytest
 
@@ -92,3 +93,20 @@ def test_event_names_patterns_filters_and_depth() -> None:
     assert not events.passes("event.payload.amount.x > 1", event)  # an error is a no
     assert events.depth_of({"depth": 3}) == 3
     assert events.depth_of({"depth": True}) == 0 and events.depth_of({}) == 0
+
+
+def test_access_log_lines_hide_webhook_tokens() -> None:
+    from turbocat.api.routes.hooks import hide_tokens_in_access_log
+
+    hide_tokens_in_access_log()
+    hide_tokens_in_access_log()  # once per process, however often apps are made
+    access = logging.getLogger("uvicorn.access")
+    assert len([f for f in access.filters if type(f).__name__ == "_HideTokens"]) == 1
+    token = hooks.make_token(bytes(range(32)))
+    record = logging.LogRecord(
+        "uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5000", "POST", f"/hooks/{token}?a=1", "1.1", 202), None,
+    )  # fmt: skip
+    assert access.filter(record)
+    line = record.getMessage()
+    assert token not in line and f"/hooks/{token[:12]}...?a=1" in line

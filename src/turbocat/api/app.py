@@ -134,6 +134,7 @@ def create_app(
         openapi_url="/openapi.json",
     )
     app.state.ctx = ctx
+    hooks.hide_tokens_in_access_log()
     errors.install(app)
     app.add_middleware(ConflictRetryMiddleware)  # innermost: replays a whole transaction
     app.add_middleware(YamlBodyMiddleware)  # sees bodies already size-checked

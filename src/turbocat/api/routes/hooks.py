@@ -7,6 +7,8 @@ answer, so a waiting webhook holds no transaction while the workflow runs.
 
 from __future__ import annotations
 
+import logging
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, status
@@ -23,6 +25,27 @@ from turbocat.domain.errors import PayloadTooLarge
 from turbocat.services import webhooks
 
 router = APIRouter(tags=["webhooks"], responses=PROBLEM_RESPONSES)
+
+_HOOK_PATH = re.compile(r"(/hooks/)([A-Za-z0-9_]{12})[A-Za-z0-9_]*")
+
+
+class _HideTokens(logging.Filter):
+    """Access log lines show ``/hooks/whk_12345678...`` (the listing's ``token_prefix``), never
+    the whole token: it is the webhook's credential."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _HOOK_PATH.sub(r"\1\2...", a) if isinstance(a, str) else a for a in record.args
+            )
+        return True
+
+
+def hide_tokens_in_access_log() -> None:
+    """Install the filter on the HTTP server's access log (once per process)."""
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, _HideTokens) for f in access.filters):
+        access.addFilter(_HideTokens())
 
 
 async def _body(request: Request, limit: int) -> bytes:
