@@ -127,6 +127,11 @@ async def test_bad_input_is_refused_and_nothing_written(
         f"/api/v1/schedules/{good['id']}", headers=owner.headers, json={"timezone": "Nowhere"}
     )
     assert assert_problem(r, 422)["errors"][0]["field"] == "body.timezone"
+    r = await client.patch(
+        f"/api/v1/schedules/{good['id']}", headers=owner.headers,
+        json={"misfire_policy": None, "max_runs": None, "input": None, "name": None},
+    )  # fmt: skip
+    assert r.status_code == 200 and r.json()["misfire_policy"] == "skip", r.text
     other = await signup(client, "other@example.com", organization="Other")
     assert_problem(await client.get(f"/api/v1/schedules/{good['id']}", headers=other.headers), 404)
 

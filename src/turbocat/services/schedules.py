@@ -42,6 +42,8 @@ _FIELDS = (
     "workflow_id", "name", "cron_expression", "timezone", "enabled", "start_immediately",
     "max_runs", "misfire_policy", "next_fire_at",
 )  # fmt: skip
+NULLABLE = ("name", "max_runs")
+"""Fields an update may clear with null (null elsewhere leaves the field as it is)."""
 EDITABLE = (
     "name", "cron_expression", "timezone", "input", "start_immediately", "max_runs",
     "misfire_policy",
@@ -200,7 +202,7 @@ async def update_schedule(
     if "input" in changes:
         await _check_input(session, await _target(session, row), changes["input"] or {}, plans)
     for name in EDITABLE:
-        if name in changes:
+        if name in changes and (changes[name] is not None or name in NULLABLE):
             setattr(row, name, changes[name])
     row.cron_expression, row.timezone = cron, zone
     if row.max_runs is not None and row.max_runs <= row.run_count:
