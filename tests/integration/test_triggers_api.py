@@ -137,6 +137,16 @@ async def test_idempotency_key_returns_the_same_execution(
     # waiting on a replayed key answers with the first execution's output
     r = await client.post(f"{run_url(wf)}?wait=20", headers=headers, json={"input": {"n": 3}})
     assert r.status_code == 200 and r.json()["output_data"] == {"twice": 6}
+    # a retry still gets its execution after the workflow was paused
+    r = await client.patch(
+        f"/api/v1/workflows/{wf}", headers=owner.headers, json={"status": "paused"}
+    )
+    assert r.status_code == 200, r.text
+    r = await client.post(run_url(wf), headers=headers, json={"input": {"n": 3}})
+    assert r.status_code == 202 and r.json()["id"] == first.json()["id"]
+    fresh_key = {**owner.headers, "Idempotency-Key": "order-19"}
+    r = await client.post(run_url(wf), headers=fresh_key, json={"input": {"n": 3}})
+    assert_problem(r, 409, "conflict")
 
 
 async def test_concurrent_duplicates_make_one_execution(

@@ -204,6 +204,15 @@ async def test_unknown_disabled_and_rotated_tokens_get_the_same_404(
     assert (await client.post(hook_path(rotated), json={})).status_code == 202
 
     r = await client.patch(
+        f"/api/v1/workflows/{wf}", headers=owner.headers, json={"status": "paused"}
+    )
+    assert r.status_code == 200, r.text
+    assert same(await client.post(hook_path(rotated), json={})) == unknown
+    r = await client.patch(
+        f"/api/v1/workflows/{wf}", headers=owner.headers, json={"status": "active"}
+    )
+    assert r.status_code == 200, r.text
+    r = await client.patch(
         f"/api/v1/workflows/{wf}", headers=owner.headers,
         json={"trigger_config": {"webhook": {"enabled": False}}},
     )  # fmt: skip

@@ -113,15 +113,15 @@ async def launch(
     same input returns the existing execution; another input is a 409. Two concurrent calls
     with one key make one execution: the loser's insert fails on the unique index inside a
     savepoint and it returns the winner's row."""
+    if idempotency_key is not None:  # a retry gets the first answer, whatever changed since
+        earlier = await _by_key(session, workflow, idempotency_key)
+        if earlier is not None:
+            return Started(_same_request(earlier, input_data), created=False)
     if workflow.status not in RUNNABLE:
         raise Conflict(f"a {workflow.status.value} workflow cannot be run; activate it first")
     plan = await plans.load(session, workflow)
     if plan.definition.inputs:
         validate_instance(input_data, plan.definition.inputs, input_path)
-    if idempotency_key is not None:
-        earlier = await _by_key(session, workflow, idempotency_key)
-        if earlier is not None:
-            return Started(_same_request(earlier, input_data), created=False)
     execution = ExecutionRow(
         organization_id=workflow.organization_id,
         workflow_id=workflow.id,

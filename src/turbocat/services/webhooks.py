@@ -2,9 +2,10 @@
 
 The token is shown once, at creation or rotation; only its SHA-256 is stored and a request is
 looked up by that hash (row-level security lets it find the row before the tenant is known).
-Unknown, malformed and disabled tokens, and webhooks whose workflow is gone, all get the same
-404. A webhook may be signed (``domain.webhooks`` spells out the scheme): its secrets are sealed
-with the keyring; rotating keeps the previous secret valid for a grace period.
+Unknown, malformed and disabled tokens, and webhooks whose workflow is gone, paused or
+archived, all get the same 404. A webhook may be signed (``domain.webhooks`` spells out the
+scheme): its secrets are sealed with the keyring; rotating keeps the previous secret valid for
+a grace period.
 
 A webhook belongs to a workflow lineage and starts its latest version.
 """
@@ -341,7 +342,11 @@ async def _find(session: AsyncSession, token: str) -> tuple[WebhookRow, Workflow
             )
         )
     ).scalar_one_or_none()
-    if workflow is None or _config(workflow).get("enabled", True) is False:
+    if (
+        workflow is None
+        or workflow.status not in executions.RUNNABLE
+        or _config(workflow).get("enabled", True) is False
+    ):
         raise UNKNOWN
     return row, workflow
 
