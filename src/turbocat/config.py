@@ -273,12 +273,21 @@ class LlmRuntimeSettings(BaseModel):
         return value
 
 
+class WorkflowRuntimeSettings(BaseModel):
+    """The ``workflow`` agent kind: child executions."""
+
+    max_depth: int = Field(default=16, ge=1, le=1000)
+    """Most nested child executions (a parent's child's child...): a deeper start fails the
+    step with ``child_depth_exceeded``, which stops a workflow that starts itself."""
+
+
 class RuntimeSettings(BaseModel):
     """How the agent kinds run (read by workers)."""
 
     code: CodeRuntimeSettings = Field(default_factory=CodeRuntimeSettings)
     http: HttpRuntimeSettings = Field(default_factory=HttpRuntimeSettings)
     llm: LlmRuntimeSettings = Field(default_factory=LlmRuntimeSettings)
+    workflow: WorkflowRuntimeSettings = Field(default_factory=WorkflowRuntimeSettings)
 
 
 class Settings(BaseSettings):

@@ -19,14 +19,17 @@ from turbocat.domain.definitions import AgentStep, AnyStep, ConditionStep, WaitS
 from turbocat.domain.enums import AgentType
 from turbocat.domain.errors import ValidationFailed
 from turbocat.domain.expressions import JSONValue, compile_template, render_value
-from turbocat.engine.agents import base, code, data, http, llm
+from turbocat.engine.agents import base, code, data, http, llm, workflow
 from turbocat.engine.agents.base import AgentError, Invocation, Limits, RecordingServices
 
 Runtime = Callable[[Invocation], Awaitable[JSONValue]]
 RUNTIMES: dict[str, Runtime] = {
     "data": data.invoke, "api": http.invoke, "code": code.invoke, "llm": llm.invoke,
+    "workflow": workflow.invoke,
 }  # fmt: skip
-"""Agent kind -> runtime. A kind missing here fails its steps with ``runtime_unavailable``."""
+"""Agent kind -> runtime. A kind missing here fails its steps with ``runtime_unavailable``.
+Steps of kind ``workflow`` do not run here: ``_agent`` hands the engine a child request (its
+``invoke`` only answers inline callers such as llm tools)."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,8 @@ class StepOutcome:
     failure: StepFailure | None = None
     branch: str | None = None
     rendered_input: JSONValue = None
+    child: workflow.ChildRequest | None = None
+    """A workflow step's child execution to start: the engine starts it and the step waits."""
 
 
 @dataclass(frozen=True)
@@ -126,8 +131,8 @@ async def _agent(
         return StepOutcome(
             failure=StepFailure("agent_missing", f"agent {step.agent!r} no longer exists", False)
         )
-    runtime = RUNTIMES.get(kind)
-    if runtime is None:
+    runtime = None if kind == "workflow" else RUNTIMES.get(kind)
+    if runtime is None and kind != "workflow":
         return StepOutcome(
             failure=StepFailure(
                 "runtime_unavailable",
@@ -145,6 +150,8 @@ async def _agent(
         settings=call.settings,
     )  # fmt: skip
     try:
+        if runtime is None:  # the workflow kind: the engine starts the child durably
+            return StepOutcome(child=workflow.prepare(invocation), rendered_input=inputs)
         return StepOutcome(output=await runtime(invocation), rendered_input=inputs)
     except AgentError as exc:
         failure = StepFailure(exc.kind, exc.message, exc.retryable, None, exc.retry_after,

@@ -9,11 +9,12 @@ nothing is left, and writes logs and counters with it.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, assert_never
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,19 +22,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from turbocat.db import signals
 from turbocat.db.models import AgentRow, ExecutionLogRow, ExecutionRow, StepRunRow, WorkflowRow
 from turbocat.domain import progress, work_queues
-from turbocat.domain.definitions import AnyStep, WaitStep, WorkQueueDef
+from turbocat.domain.definitions import AgentStep, AnyStep, WaitStep, WorkQueueDef
 from turbocat.domain.enums import (
     ExecutionResult,
     ExecutionStatus,
     LogLevel,
     OnError,
+    ParentClosePolicy,
     StepStatus,
     StepType,
 )
 from turbocat.domain.expressions import JSONValue, render_value
 from turbocat.domain.redaction import redact
 from turbocat.domain.runs import Retry, result_of
-from turbocat.engine import admission, frames, work_items
+from turbocat.engine import activity, admission, children, frames, work_items
 from turbocat.engine.plan import Plan, PlanCache
 from turbocat.engine.platform import LogLine
 from turbocat.engine.queues import within_activity_limits
@@ -166,9 +168,10 @@ async def create_rerun_runs(
 async def claim(
     session: AsyncSession, *, worker_id: str, queues: Sequence[str], limit: int,
     now: dt.datetime, lease: dt.timedelta, execution_id: uuid.UUID | None = None,
+    also: Sequence[Any] = (),
 ) -> list[StepRunRow]:  # fmt: skip
     """Take up to ``limit`` ready rows of ``queues`` whose time has come, oldest first (of
-    one execution only, when ``execution_id`` is given)."""
+    one execution only, when ``execution_id`` is given; ``also``: more WHERE clauses)."""
     if limit <= 0:
         return []
     only = () if execution_id is None else (StepRunRow.execution_id == execution_id,)
@@ -180,6 +183,7 @@ async def claim(
                 StepRunRow.queue.in_(list(queues)),
                 StepRunRow.scheduled_for <= now,
                 *only,
+                *also,
             )
             .order_by(StepRunRow.scheduled_for, StepRunRow.id)
             .limit(limit)
@@ -354,6 +358,7 @@ async def record_outcome(
         outcome=outcome,
         now=now,
         known=claimed,
+        wait_for_child=outcome.child is not None,
     )
     if settled is None:
         return Recorded(lost_lease=True)
@@ -362,7 +367,10 @@ async def record_outcome(
     for line in lines:
         log(session, execution, line.message, line.at, level=line.level, run=settled[1],
             **line.metadata)  # fmt: skip
-    await _after(session, *settled, outcome.failure, plan, now, rand, recorded)
+    if outcome.child is not None:
+        await _start_child(session, *settled, outcome, plan, now, rand, recorded)
+    else:
+        await _after(session, *settled, outcome.failure, plan, now, rand, recorded)
     if chain is not None and chain.limit > 0:
         if recorded.made_ready:  # this execution's next steps first: they are warm
             if len(recorded.ready_rows) == recorded.made_ready:  # all known: no search
@@ -400,9 +408,11 @@ async def _settle(
     outcome: StepOutcome,
     now: dt.datetime,
     known: tuple[uuid.UUID, dt.datetime | None] | None = None,
+    wait_for_child: bool = False,
 ) -> tuple[ExecutionRow, StepRunRow] | None:
     """Write a step run's final state if ``fence`` still holds; None when it does not.
-    ``known`` is the run's (execution id, started_at) when the caller has them.
+    ``known`` is the run's (execution id, started_at) when the caller has them. With
+    ``wait_for_child``, the run waits for the child execution its outcome asks for instead.
 
     The execution row is locked first, then the step run: every transaction that moves an
     execution forward takes its locks in that order, so two of them cannot deadlock."""
@@ -422,20 +432,24 @@ async def _settle(
     execution_id, started = found
     execution = await _locked(session, execution_id)
     duration = int((now - started).total_seconds() * 1000) if started else None
+    values: dict[str, Any] = {
+        "status": S.FAILED if failure else S.COMPLETED,
+        "output": None if failure else outcome.output,
+        "error": redact(failure.as_json()) if failure else None,
+        "completed_at": now,
+        "duration_ms": duration,
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "updated_at": now,
+    }
+    if outcome.rendered_input is not None:  # a wait ending keeps the input it was given
+        values["input"] = redact(outcome.rendered_input)
+    if wait_for_child:
+        values.update(status=S.WAITING, completed_at=None, duration_ms=None, scheduled_for=None)
     fenced = await session.execute(
         update(StepRunRow)
         .where(StepRunRow.id == run_id, *fence)
-        .values(
-            status=S.FAILED if failure else S.COMPLETED,
-            output=None if failure else outcome.output,
-            input=redact(outcome.rendered_input) if outcome.rendered_input is not None else None,
-            error=redact(failure.as_json()) if failure else None,
-            completed_at=now,
-            duration_ms=duration,
-            lease_owner=None,
-            lease_expires_at=None,
-            updated_at=now,
-        )
+        .values(**values)
         .returning(StepRunRow),
         execution_options={"synchronize_session": False, "populate_existing": True},
     )
@@ -464,11 +478,16 @@ async def _after(
     rand: float,
     recorded: Recorded,
 ) -> None:
+    winding = execution.cancel_requested_at is not None and execution.status in LIVE
+    delay = None if failure is None or winding else _retry_delay(plan, run, failure, rand)
+    if delay is None and run.step_type == StepType.AGENT:
+        await activity.step_ended(
+            session, execution, run, plan.steps[run.step_key], failure is None, now
+        )
     if failure is None:
         execution.steps_completed += 1
         log(session, execution, f"step {_name(run)} completed", now, run=run)
     else:
-        delay = _retry_delay(plan, run, failure, rand)
         if delay is not None:
             _schedule_retry(session, run, now + dt.timedelta(milliseconds=delay))
             log(
@@ -488,6 +507,10 @@ async def _after(
         log(session, execution, f"step {_name(run)} failed: {failure.message}", now,
             level=LogLevel.ERROR, run=run, error=failure.as_json())  # fmt: skip
     if execution.status not in LIVE:
+        return
+    if winding:  # a cancel was requested: nothing new starts; the last running step ends it
+        if not await _running_work(session, execution.id):
+            await cancel(session, execution.id, now, by="request (its running steps finished)")
         return
     if failure is not None and plan.steps[run.step_key].on_error.value != OnError.CONTINUE.value:
         await _fail_frame(session, execution, run, failure, plan, now, rand, recorded)
@@ -798,6 +821,11 @@ async def expire_signal_wait(
     recorded = Recorded()
     await _after(session, *settled, outcome.failure, plan, now, 0.5, recorded)
     await _announce(session, recorded)
+    if isinstance(step, AgentStep):  # a workflow step gave up on its child
+        child_id = children.child_id(run)
+        child = await session.get(ExecutionRow, child_id) if child_id else None
+        if child is not None and child.status in LIVE:
+            await _close_child(session, settled[0], child, now)
     return True
 
 
@@ -845,6 +873,9 @@ async def _serve_queue_wait(
 
 
 def _wait_timeout(step: AnyStep) -> StepFailure:
+    if isinstance(step, AgentStep):  # a workflow step waiting for its child
+        message = f"the child execution did not end within {step.timeout_ms} ms"
+        return StepFailure("timeout", message)
     if isinstance(step, WaitStep) and step.queue is not None:
         message = f"no item of work queue {step.queue.name!r} arrived in time"
         return StepFailure("queue_timeout", message, False)
@@ -972,6 +1003,10 @@ async def _count(session: AsyncSession, execution: ExecutionRow, now: dt.datetim
         ),
         execution_options={"synchronize_session": False},
     )
+    if execution.parent_execution_id is not None:
+        await _to_parent(session, execution, now)
+    if execution.status != ExecutionStatus.COMPLETED:
+        await _close_children(session, execution, now)
 
 
 LIVE = (ExecutionStatus.PENDING, ExecutionStatus.RUNNING, ExecutionStatus.WAITING)
@@ -986,7 +1021,8 @@ async def _claim_end(
         .where(ExecutionRow.id == execution_id, ExecutionRow.status.in_(LIVE))
         .values(status=status, completed_at=now, updated_at=now)
         .returning(ExecutionRow),
-        execution_options={"synchronize_session": False},
+        # the row may be loaded in this transaction (a cancel request's last step ending)
+        execution_options={"synchronize_session": False, "populate_existing": True},
     )
     return ended.scalars().one_or_none()
 
@@ -1057,3 +1093,137 @@ async def next_due(
     waits = select(func.min(StepRunRow.scheduled_for)).where(StepRunRow.status == S.WAITING)
     due = [(await session.execute(query)).scalar() for query in (ready, waits)]
     return min((d for d in due if d is not None), default=None)
+
+
+# --- child executions (the workflow kind) ---------------------------------------------------
+
+
+async def _start_child(
+    session: AsyncSession,
+    execution: ExecutionRow,
+    run: StepRunRow,
+    outcome: StepOutcome,
+    plan: Plan,
+    now: dt.datetime,
+    rand: float,
+    recorded: Recorded,
+) -> None:
+    """The workflow step ``run`` (now waiting) starts its child in this transaction. It waits
+    until the child ends (``_to_parent``), or its ``timeout_ms`` from its claim; a fire and
+    forget step, or a child that cannot start, ends at once."""
+    assert outcome.child is not None
+    if execution.cancel_requested_at is not None:  # winding down: nothing new starts
+        failure = StepFailure("child_not_started", "the execution is being cancelled", False)
+        ended: StepOutcome | None = StepOutcome(failure=failure)
+    else:
+        ended = await children.start(session, execution, run, outcome.child, _PLANS, now)
+    if ended is None:
+        timeout = plan.steps[run.step_key].timeout_ms
+        if timeout is not None and run.started_at is not None:
+            run.scheduled_for = run.started_at + dt.timedelta(milliseconds=timeout)
+        log(session, execution, f"step {_name(run)} waits for child execution "
+            f"{children.child_id(run)}", now, run=run)  # fmt: skip
+        return
+    if ended.failure is None:
+        log(session, execution, f"step {_name(run)} started child execution "
+            f"{children.child_id(run, ended)}", now, run=run)  # fmt: skip
+    ended = dataclasses.replace(ended, rendered_input=outcome.rendered_input)
+    settled = await _settle(
+        session, StepRunRow.status == S.WAITING, run_id=run.id, outcome=ended, now=now,
+        known=(execution.id, run.started_at),
+    )  # fmt: skip
+    assert settled is not None  # this transaction holds the execution and made the wait
+    await _after(session, *settled, ended.failure, plan, now, rand, recorded)
+
+
+async def _to_parent(session: AsyncSession, child: ExecutionRow, now: dt.datetime) -> None:
+    """``child`` ended: the parent's step waiting for it completes with its outputs (or fails
+    with its error), and the parent's graph moves on, in this transaction."""
+    run_id = children.waited_step(child)
+    if run_id is None or child.parent_execution_id is None:
+        return
+    parent = await _locked(session, child.parent_execution_id)
+    if parent.status not in LIVE:
+        return
+    workflow = (
+        await session.execute(
+            select(WorkflowRow)
+            .where(WorkflowRow.id == parent.workflow_id)
+            .execution_options(include_deleted=True)
+        )
+    ).scalar_one()
+    plan = await _PLANS.load(session, workflow)
+    outcome = children.outcome_of(child)
+    settled = await _settle(
+        session, StepRunRow.status == S.WAITING, run_id=run_id, outcome=outcome, now=now
+    )
+    if settled is None:  # the step already ended (timed out, cancelled)
+        return
+    recorded = Recorded()
+    await _after(session, *settled, outcome.failure, plan, now, 0.5, recorded)
+    await _announce(session, recorded)
+
+
+async def _close_children(session: AsyncSession, parent: ExecutionRow, now: dt.datetime) -> None:
+    """``parent`` ended without completing: each live child follows its parent close policy.
+    (A completed parent leaves its fire and forget children running.)"""
+    for child in await children.live_children(session, parent.id):
+        await _close_child(session, parent, child, now)
+
+
+async def _close_child(
+    session: AsyncSession, parent: ExecutionRow, child: ExecutionRow, now: dt.datetime
+) -> None:
+    policy = children.policy_of(child)
+    by = f"parent execution {parent.id} ({policy.value})"
+    match policy:
+        case ParentClosePolicy.TERMINATE:
+            await cancel(session, child.id, now, by=by)
+        case ParentClosePolicy.REQUEST_CANCEL:
+            await request_cancel(session, child.id, now, by=by)
+        case ParentClosePolicy.ABANDON:
+            log(session, child, f"parent execution {parent.id} is {parent.status.value}; "
+                "this child runs on (abandon)", now)  # fmt: skip
+        case _:
+            assert_never(policy)
+
+
+async def request_cancel(
+    session: AsyncSession, execution_id: uuid.UUID, now: dt.datetime, *, by: str
+) -> bool:
+    """Cancel gracefully (the ``request_cancel`` close policy): steps not started yet and
+    waits are cancelled, nothing new starts, running steps finish and are recorded; the last
+    of them ends the execution as cancelled (at once when none runs)."""
+    execution = await _locked(session, execution_id)
+    if execution.status not in LIVE:
+        return False
+    execution.cancel_requested_at = now
+    await session.execute(
+        update(StepRunRow)
+        .where(
+            StepRunRow.execution_id == execution.id,
+            StepRunRow.status.in_([S.PENDING, S.READY, S.WAITING]),
+        )
+        .values(status=S.CANCELLED, completed_at=now, updated_at=now),
+        execution_options={"synchronize_session": False},
+    )
+    if not await _running_work(session, execution.id):
+        return await cancel(session, execution.id, now, by=by)
+    log(session, execution, f"cancel requested by {by}: running steps finish, nothing new "
+        "starts", now, level=LogLevel.WARN)  # fmt: skip
+    return True
+
+
+async def _running_work(session: AsyncSession, execution_id: uuid.UUID) -> bool:
+    """Whether a step of the execution still runs on a worker (loop and parallel steps do
+    not count: they are only containers)."""
+    found = await session.execute(
+        select(StepRunRow.id)
+        .where(
+            StepRunRow.execution_id == execution_id,
+            StepRunRow.status == S.RUNNING,
+            StepRunRow.step_type.not_in([StepType.LOOP, StepType.PARALLEL]),
+        )
+        .limit(1)
+    )
+    return found.first() is not None

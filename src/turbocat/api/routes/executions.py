@@ -112,8 +112,13 @@ async def list_executions(
     trigger_type: TriggerType | None = None,
     since: AwareDatetime | None = None,
     until: AwareDatetime | None = None,
+    parent_execution_id: Annotated[
+        uuid.UUID | None, Query(description="only the children this execution started")
+    ] = None,
 ) -> Page[ExecutionRead]:
-    filters = executions.ExecutionFilter(workflow_id, status_, trigger_type, since, until)
+    filters = executions.ExecutionFilter(
+        workflow_id, status_, trigger_type, since, until, parent_execution_id
+    )
     return make_page(
         await executions.list_executions(session, principal, filters, page), page, ExecutionRead
     )

@@ -46,6 +46,10 @@ class ExecutionRead(ReadModel):
     user_id: uuid.UUID | None
     api_key_id: uuid.UUID | None
     rerun_of_execution_id: uuid.UUID | None
+    parent_execution_id: uuid.UUID | None = Field(
+        description="the execution whose workflow step started this one as a child"
+    )
+    parent_step_key: str | None = Field(description="that workflow step's key")
     created_at: dt.datetime
 
 

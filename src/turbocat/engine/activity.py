@@ -1,0 +1,154 @@
+"""Run statistics of agents and components, kept in the transaction that records each agent
+step's final outcome.
+
+What counts: one final outcome per step run of an ``agent`` step (a loop iteration is a step
+run of its own): completed is a success, failed (retries spent, or not retryable) a failure.
+Attempts that were retried do not count, nor do steps that never ended (cancelled, skipped)
+or outputs reused by a re-run. The duration is the final attempt's ``duration_ms`` (for a
+workflow step: from its claim until its child ended).
+
+Where: the saved agent's counters (``agents.total_executions`` ...), and
+``activity_statistics`` per (organization, component, workflow version), the component being
+the built-in component of the step's kind or the registered custom component it names. The
+"all workflows" row of seed 003 is not written on the hot path: readers sum the per-workflow
+rows (``services/activity.py``).
+
+Cost: at most two statements per agent step (one UPDATE of the agent, one upsert), none for
+other steps. Arithmetic happens in SQL (``count = count + 1``, the running average, LEAST and
+GREATEST), so concurrent workers on PostgreSQL never lose an update. The averages are running
+means rounded to whole milliseconds at each update.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from sqlalchemy import func, literal, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from turbocat.db import dialects
+from turbocat.db.models import (
+    ActivityStatisticsRow,
+    AgentRow,
+    ComponentRow,
+    ExecutionRow,
+    StepRunRow,
+)
+from turbocat.db.types import GUID, UTCDateTime
+from turbocat.domain.definitions import AgentStep, AnyStep, InlineKind
+from turbocat.domain.ids import new_id
+
+A = ActivityStatisticsRow.__table__.c
+
+
+async def step_ended(
+    session: AsyncSession,
+    execution: ExecutionRow,
+    run: StepRunRow,
+    step: AnyStep,
+    ok: bool,
+    now: dt.datetime,
+) -> None:
+    """Count the final outcome of agent step ``run``."""
+    if not isinstance(step, AgentStep):
+        return
+    duration = run.duration_ms or 0
+    component: str | None = None
+    if step.component is not None:
+        kind = step.component.kind
+        component = step.component.name if kind is InlineKind.CUSTOM else kind.value
+    if run.agent_id is not None:
+        kind_value = await _count_agent(session, run.agent_id, ok, duration)
+        component = component or kind_value
+    if component is not None:
+        await _count_component(session, execution, component, ok, duration, now)
+
+
+def _mean(average: Any, count: Any, duration: int) -> Any:
+    return func.round((average * 1.0 * count + duration) / (count + 1))
+
+
+async def _count_agent(
+    session: AsyncSession, agent_id: uuid.UUID, ok: bool, duration: int
+) -> str | None:
+    """Update the agent's counters; its kind (None when it no longer exists)."""
+    total = AgentRow.total_executions
+    kind = await session.execute(
+        update(AgentRow)
+        .where(AgentRow.id == agent_id)
+        .values(
+            total_executions=total + 1,
+            successful_executions=AgentRow.successful_executions + int(ok),
+            failed_executions=AgentRow.failed_executions + int(not ok),
+            avg_execution_time_ms=_mean(AgentRow.avg_execution_time_ms, total, duration),
+            updated_at=AgentRow.updated_at,  # counters are not an edit of the agent
+        )
+        .returning(AgentRow.type),
+        execution_options={"synchronize_session": False},
+    )
+    found = kind.scalar_one_or_none()
+    return None if found is None else str(found.value)
+
+
+async def _count_component(
+    session: AsyncSession,
+    execution: ExecutionRow,
+    name: str,
+    ok: bool,
+    duration: int,
+    now: dt.datetime,
+) -> None:
+    """One upsert: insert the (component, workflow) row with this outcome, or add it to the
+    row there. The component is the organization's own of that name, else the built-in."""
+    dialect = session.get_bind().dialect.name
+    org = execution.organization_id
+    source = (
+        select(
+            literal(new_id(), GUID),
+            literal(org, GUID),
+            ComponentRow.id,
+            literal(execution.workflow_id, GUID),
+            literal(1),
+            literal(int(ok)),
+            literal(int(not ok)),
+            literal(duration),
+            literal(duration),
+            literal(duration),
+            literal(now, UTCDateTime),
+            literal(now, UTCDateTime),
+            literal(now, UTCDateTime),
+        )
+        .where(
+            ComponentRow.name == name,
+            or_(ComponentRow.organization_id == org, ComponentRow.organization_id.is_(None)),
+        )
+        .order_by(ComponentRow.organization_id.is_(None), ComponentRow.created_at.desc())
+        .limit(1)
+    )
+    columns = [
+        "id", "organization_id", "component_id", "workflow_id", "execution_count",
+        "success_count", "failure_count", "avg_duration_ms", "min_duration_ms",
+        "max_duration_ms", "last_executed_at", "created_at", "updated_at",
+    ]  # fmt: skip
+    stmt = dialects.upsert(dialect, ActivityStatisticsRow.__table__).from_select(columns, source)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[A.organization_id, A.component_id, A.workflow_id],
+        index_where=A.workflow_id.is_not(None),
+        set_={
+            "execution_count": A.execution_count + 1,
+            "success_count": A.success_count + int(ok),
+            "failure_count": A.failure_count + int(not ok),
+            "avg_duration_ms": _mean(A.avg_duration_ms, A.execution_count, duration),
+            "min_duration_ms": dialects.least(
+                dialect, func.coalesce(A.min_duration_ms, duration), duration
+            ),
+            "max_duration_ms": dialects.greatest(
+                dialect, func.coalesce(A.max_duration_ms, duration), duration
+            ),
+            "last_executed_at": now,
+            "updated_at": now,
+        },
+    )
+    await session.execute(stmt)
