@@ -13,12 +13,14 @@ import pytest
 from tests.integration.conftest import Account, Clock, assert_problem, count_rows, signup
 from tests.integration.test_engine import data_step, wait_done
 from tests.integration.test_triggers_api import SIGNAL_WAIT, make_workflow
+from turbocat.bootstrap import AppContext
 from turbocat.config import Settings
 from turbocat.db.engine import Database
 from turbocat.db.models import AuditLogRow, ExecutionRow
 from turbocat.domain import webhooks as hooks
 from turbocat.security import crypto
 from turbocat.security.crypto import Keyring
+from turbocat.services import key_rotation
 
 ECHO: dict[str, Any] = {
     "inputs": {"type": "object", "properties": {"n": {"type": "integer"}}},
@@ -287,3 +289,22 @@ async def test_rotating_the_signing_secret_keeps_the_old_one_for_a_grace_period(
     clock.advance(seconds=3601)
     assert_problem(await post(old, 3), 401, "invalid_signature")
     assert (await post(new, 4)).status_code == 202
+
+
+async def test_signing_secrets_survive_a_key_rotation(
+    client: httpx.AsyncClient, app_context: AppContext, settings: Settings, clock: Clock
+) -> None:
+    owner = await signup(client, "keys@example.com")
+    wf = await make_workflow(client, owner, ECHO)
+    created = await make_hook(client, owner, wf, signed=True)
+    new = app_context.keyring.get().with_new_active_key()
+    crypto.write_key_file(crypto.key_file_path(settings), new)
+    report = await key_rotation.rotate_credentials(app_context.db, new)
+    assert report.reencrypted["webhooks.signing_secrets_encrypted"] == 1 and not report.failures
+    crypto.write_key_file(crypto.key_file_path(settings), new.without_inactive_keys())
+    body = b'{"n": 9}'
+    r = await client.post(
+        hook_path(created), content=body,
+        headers=signed(created["signing_secret"], body, int(clock.now.timestamp())),
+    )  # fmt: skip
+    assert r.status_code == 202, r.text
