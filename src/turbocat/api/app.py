@@ -19,6 +19,7 @@ from turbocat.api.middleware import (
     RequestIdMiddleware,
 )
 from turbocat.api.routes import (
+    activity,
     admin,
     agents,
     api_keys,
@@ -162,6 +163,7 @@ def create_app(
         deployments,
         webhooks,
         events,
+        activity,
     ):
         v1.include_router(module.router)
     app.include_router(health.router)
