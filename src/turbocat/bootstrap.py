@@ -6,6 +6,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from turbocat import tracing
 from turbocat.api.ratelimit import RateLimiter
 from turbocat.config import Settings
 from turbocat.db.engine import Database
@@ -16,6 +17,7 @@ from turbocat.security.crypto import KeyringSource
 from turbocat.security.passwords import PasswordHasher
 from turbocat.services.events import Dispatcher
 from turbocat.services.key_usage import KeyUsageBuffer
+from turbocat.tracing import Tracing
 
 
 def utc_clock() -> dt.datetime:
@@ -39,6 +41,8 @@ class AppContext:
     plans: PlanCache = field(default_factory=PlanCache)
     events: Notifier = field(default_factory=Notifier)
     """Wakes this process's event dispatcher when a commit published an event."""
+    tracing: Tracing = field(default_factory=Tracing)
+    """Spans of requests, executions and steps (no-op unless ``otel.exporter`` is set)."""
 
     def worker(self, config: WorkerConfig | None = None) -> Worker:
         engine = self.settings.engine
@@ -51,6 +55,7 @@ class AppContext:
         return Worker(
             self.db, config, clock=self.clock, notifier=self.notifier, plans=self.plans,
             keyring=self.keyring.get, runtime_settings=self.settings.runtimes,
+            tracing=self.tracing,
         )  # fmt: skip
 
     def dispatcher(self) -> Dispatcher:
@@ -83,8 +88,10 @@ class AppContext:
             db=Database.from_settings(settings, app_role=app_role),
             hasher=PasswordHasher(settings.auth),
             keyring=KeyringSource(settings),
+            tracing=tracing.from_settings(settings.otel),
         )
 
     async def close(self) -> None:
         await self.key_usage.flush(self.db)
         await self.db.dispose()
+        self.tracing.shutdown()

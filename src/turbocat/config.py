@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import (
@@ -281,6 +281,29 @@ class WorkflowRuntimeSettings(BaseModel):
     step with ``child_depth_exceeded``, which stops a workflow that starts itself."""
 
 
+class MetricsSettings(BaseModel):
+    """Prometheus ``GET /metrics`` (docs/operations.md lists the metrics)."""
+
+    enabled: bool = True
+    token: str | None = Field(default=None, min_length=16)
+    """When set, a scrape must send ``Authorization: Bearer <token>``; when unset, only
+    clients on the loopback interface may scrape (others get 404)."""
+    cache_seconds: float = Field(default=5.0, ge=0)
+    """Database gauges (executions, step runs, queues, workers, scheduler lag) are computed
+    at most this often; scrapes in between reuse them."""
+
+
+class OtelSettings(BaseModel):
+    """OpenTelemetry tracing of API requests, executions and steps (``pip install
+    'turbocat[otel]'``; off unless an exporter is chosen)."""
+
+    exporter: Literal["none", "console", "otlp"] = "none"
+    """``otlp`` sends spans over OTLP/HTTP to ``endpoint``; ``console`` prints them."""
+    endpoint: str | None = None
+    """OTLP/HTTP traces URL (default the exporter's own, http://localhost:4318/v1/traces)."""
+    service_name: str = "turbocat"
+
+
 class RuntimeSettings(BaseModel):
     """How the agent kinds run (read by workers)."""
 
@@ -316,6 +339,8 @@ class Settings(BaseSettings):
     runtimes: RuntimeSettings = Field(default_factory=RuntimeSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     triggers: TriggerSettings = Field(default_factory=TriggerSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    otel: OtelSettings = Field(default_factory=OtelSettings)
     secret_key_file: Path | None = None
     """File holding the credential encryption keys; default $TURBOCAT_HOME/secret-keys.json."""
 

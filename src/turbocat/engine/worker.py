@@ -21,10 +21,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from opentelemetry import trace as otel_trace
 from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError
 
 import turbocat
+from turbocat import tracing
 from turbocat.config import RuntimeSettings
 from turbocat.db import signals
 from turbocat.db.engine import Database, TenantContext, is_conflict, is_disconnect
@@ -43,8 +45,10 @@ from turbocat.engine.agents.base import Limits
 from turbocat.engine.plan import Plan, PlanCache
 from turbocat.engine.platform import StepServices
 from turbocat.engine.runner import SavedAgent, StepCall, StepFailure, StepOutcome, run_step
+from turbocat.logging import execution_id_var, step_key_var
 from turbocat.security.crypto import Keyring
 from turbocat.services import deployments, metering
+from turbocat.tracing import Tracing
 
 log = logging.getLogger("turbocat.worker")
 SIGNAL_CHECK_SECONDS = 0.25
@@ -53,6 +57,7 @@ Loaded = tuple[Plan, Any, dict[str, Any], SavedAgent | None]
 """A claimed step ready to run: plan, step, expression context, saved agent."""
 SYSTEM = TenantContext(system=True)
 _T = TypeVar("_T")
+_NO_TRACING = tracing.Tracing()
 
 
 @dataclass
@@ -93,8 +98,10 @@ class Worker:
         plans: PlanCache | None = None,
         keyring: Callable[[], Keyring] | None = None,
         runtime_settings: RuntimeSettings | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.db = db
+        self.tracing = tracing or _NO_TRACING
         self.runtime_settings = runtime_settings or RuntimeSettings()
         self.keyring = keyring or _no_keyring
         self.config = config
@@ -351,11 +358,38 @@ class Worker:
             run.execution_id, run.organization_id, run.idempotency_key, run.attempt, services,
             self.runtime_settings,
         )  # fmt: skip
-        task = asyncio.create_task(self._execute(run_id, run.lease_epoch, loaded, claimed, call))
+        # The task copies this context: its log lines carry the execution id and step key.
+        tokens = execution_id_var.set(str(run.execution_id)), step_key_var.set(run.step_key)
+        try:
+            task = asyncio.create_task(self._traced(run, loaded, claimed, call))
+        finally:
+            step_key_var.reset(tokens[1])
+            execution_id_var.reset(tokens[0])
         self._tasks.add(task)
         self._running[run_id] = task
         task.add_done_callback(self._tasks.discard)
         task.add_done_callback(self._forget(run_id))
+
+    async def _traced(
+        self,
+        run: StepRunRow,
+        loaded: Loaded | None,
+        claimed: tuple[uuid.UUID, dt.datetime | None],
+        call: StepCall,
+    ) -> None:
+        """``_execute`` inside the step's span when tracing is on."""
+        log.debug("step run %s starts (attempt %d)", run.id, run.attempt)
+        if not self.tracing.enabled:
+            await self._execute(run.id, run.lease_epoch, loaded, claimed, call)
+            return
+        attributes = {
+            "turbocat.step_run_id": str(run.id),
+            "turbocat.attempt": run.attempt,
+            "turbocat.queue": run.queue,
+            "turbocat.worker_id": self.config.worker_id,
+        }
+        with tracing.step_span(self.tracing, run.execution_id, run.step_key, attributes):
+            await self._execute(run.id, run.lease_epoch, loaded, claimed, call)
 
     async def _execute(
         self,
@@ -380,6 +414,9 @@ class Worker:
             outcome = StepOutcome(failure=StepFailure(type(exc).__name__, str(exc), False))
         if plan is None:
             return
+        if outcome.failure is not None and self.tracing.enabled:
+            failure = outcome.failure
+            tracing.mark_failed(otel_trace.get_current_span(), failure.type, failure.message)
 
         # This task's slot is free once the outcome is recorded: successors can take it.
         chain = store.Chain(
@@ -418,12 +455,27 @@ class Worker:
             return
         if recorded.lost_lease:
             log.warning("step run %s lost its lease; its result was discarded", run_id)
+        if recorded.finished and recorded.execution is not None:
+            self._trace_execution(recorded.execution)
         for run, loaded in successors:
             self._spawn(run, loaded)
         if not successors or recorded.made_ready > len(successors) or recorded.finished:
             # A slot is free (or admitted executions may wait): the loop claims again now
             # rather than at its next timer.
             self.notifier.notify()
+
+    def _trace_execution(self, execution: ExecutionRow) -> None:
+        """The execution's own span, now that it has ended (see ``turbocat.tracing``)."""
+        if not self.tracing.enabled:
+            return
+        end = execution.completed_at or self.clock()
+        tracing.emit_execution_span(
+            self.tracing, execution.id, start=execution.started_at or execution.created_at,
+            end=end, status=str(execution.status),
+            attributes={"turbocat.workflow_id": str(execution.workflow_id),
+                        "turbocat.organization_id": str(execution.organization_id),
+                        "turbocat.trigger_type": str(execution.trigger_type)},
+        )  # fmt: skip
 
     async def _while_unreachable(self, attempt: Callable[[], Awaitable[_T]]) -> _T:
         """``attempt()``, again while the database is unreachable (a restart, a failover), for
