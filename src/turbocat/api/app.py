@@ -18,6 +18,8 @@ from turbocat.api.middleware import (
     ConflictRetryMiddleware,
     RequestIdMiddleware,
 )
+from turbocat.api.observability import Metrics, ObservabilityMiddleware
+from turbocat.api.observability import router as metrics_router
 from turbocat.api.routes import (
     activity,
     admin,
@@ -141,6 +143,8 @@ def create_app(
     app.add_middleware(YamlBodyMiddleware)  # sees bodies already size-checked
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.api.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
+    app.state.metrics = Metrics(ctx)  # outermost: times and counts every answer, 413s too
+    app.add_middleware(ObservabilityMiddleware, metrics=app.state.metrics, tracing=ctx.tracing)
 
     v1 = APIRouter(prefix="/api/v1")
     for module in (
@@ -167,6 +171,7 @@ def create_app(
     ):
         v1.include_router(module.router)
     app.include_router(health.router)
+    app.include_router(metrics_router)
     app.include_router(hooks.router)
     app.include_router(v1)
     return app
