@@ -150,6 +150,7 @@ async def test_misfire_after_downtime(
     assert len(fired) == 1 and fired[0].missed == 6
     runs = await scheduled_runs(operator_db, body["id"])
     assert len(runs) == (1 if policy == "run_once" else 0)
+    assert all(r.trigger_data["missed_slots"] == 6 for r in runs)
     got = (await client.get(f"/api/v1/schedules/{body['id']}", headers=owner.headers)).json()
     assert at(got["next_fire_at"]) == dt.datetime(2026, 6, 1, 16, tzinfo=UTC)
     async with operator_db.transaction() as session:

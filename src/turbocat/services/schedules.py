@@ -384,9 +384,9 @@ async def _start(
 ) -> tuple[uuid.UUID | None, str | None]:
     """Start the run of the slot (no user: the platform starts it for the schedule)."""
     assert firing.slot is not None
-    trigger = {"schedule_id": str(row.id), "slot": firing.slot.isoformat()}
+    trigger: dict[str, Any] = {"schedule_id": str(row.id), "slot": firing.slot.isoformat()}
     if firing.misfired:
-        trigger["missed_slots"] = str(firing.missed)
+        trigger["missed_slots"] = firing.missed
     try:
         # A savepoint: a run that cannot start (its input no longer fits a newer version)
         # skips the slot, while the schedule still advances.
