@@ -78,3 +78,19 @@ def test_clear_errors(config: dict, message: str) -> None:
 def test_operations_need_a_list() -> None:
     with pytest.raises(data.DataStepError, match="needs a list"):
         data.run({"operations": [{"op": "limit", "count": 1}]}, {"data": {"a": 1}}, CTX)
+
+
+async def test_a_config_that_does_not_fit_fails_for_good_naming_the_field() -> None:
+    import uuid
+
+    from turbocat.engine.agents.base import AgentError, Invocation, RecordingServices
+
+    call = Invocation(
+        kind="data", config={"operations": [{"op": "limit"}]}, inputs={}, context={},
+        services=RecordingServices(), idempotency_key="e:s:0", execution_id=uuid.uuid4(),
+        organization_id=uuid.uuid4(), step_key="s",
+    )  # fmt: skip
+    with pytest.raises(AgentError) as caught:
+        await data.invoke(call)
+    assert caught.value.kind == "invalid_config" and not caught.value.retryable
+    assert "operations.0" in caught.value.message

@@ -168,11 +168,14 @@ async def step_context(
     plan: Plan,
     scope: str,
     key: str,
+    also: frozenset[str] | None = frozenset(),
 ) -> Context:
     """The context step ``key`` of frame ``scope`` runs with: like ``context_at``, but with
     only the runs its expressions read (and its loop's container, for ``item``), so that a
-    step of a wide graph loads a few rows rather than the whole frame."""
-    reads = plan.reads.get(key)
+    step of a wide graph loads a few rows rather than the whole frame. ``also``: the steps
+    its saved agent's own templates read (None: any)."""
+    mine = plan.reads.get(key)
+    reads = None if mine is None or also is None else mine | also
     scopes = [scope] if scope == "" else ancestors(scope)
     cache = _cache(session)
     if reads is None or all((execution.id, s) in cache for s in scopes):

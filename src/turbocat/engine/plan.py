@@ -32,7 +32,7 @@ from turbocat.domain.definitions import (
 )
 from turbocat.domain.definitions.graph import walk_graphs
 from turbocat.domain.enums import OnError
-from turbocat.domain.expressions import ExpressionError, compile_template, references
+from turbocat.domain.expressions import ROOTS, ExpressionError, compile_template, references
 
 CONTAINERS = (LoopStep, ParallelStep)
 """Steps that run a body of other steps rather than work of their own."""
@@ -117,12 +117,22 @@ def step_reads(step: AnyStep) -> frozenset[str] | None:
     """Keys of the steps that ``step``'s templates read (its inputs, conditions, ``over``,
     ``until``, inline component config...). Validation only lets constant ``steps.X`` paths
     through; anything else falls back to None (read everything)."""
+    return template_reads(step.model_dump(mode="json", exclude_none=True))
+
+
+READ_ROOTS = ROOTS | {"inputs"}
+"""Agent configs (llm prompts, api URLs) also see ``inputs``, the step's rendered inputs."""
+
+
+def template_reads(document: Any) -> frozenset[str] | None:
+    """Keys of the steps the templates in ``document`` read (``steps.X``), or None when a
+    template computes the key or does not compile (then everything may be read)."""
     keys: set[str] = set()
-    for text in _strings(step.model_dump(mode="json", exclude_none=True)):
+    for text in _strings(document):
         if "{{" not in text:
             continue
         try:
-            refs = references(compile_template(text))
+            refs = references(compile_template(text, roots=READ_ROOTS))
         except ExpressionError:
             return None
         for ref in refs:

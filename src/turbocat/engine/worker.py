@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from opentelemetry import trace as otel_trace
-from sqlalchemy import select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import aliased
 
 import turbocat
 from turbocat import tracing
@@ -42,7 +43,7 @@ from turbocat.domain.definitions import AgentStep
 from turbocat.domain.enums import StepStatus, UsageMetric, WorkerStatus
 from turbocat.engine import frames, store
 from turbocat.engine.agents.base import Limits
-from turbocat.engine.plan import Plan, PlanCache
+from turbocat.engine.plan import Plan, PlanCache, template_reads
 from turbocat.engine.platform import StepServices
 from turbocat.engine.runner import SavedAgent, StepCall, StepFailure, StepOutcome, run_step
 from turbocat.logging import execution_id_var, step_key_var
@@ -514,29 +515,52 @@ class Worker:
             assert workflow is not None
             plan = self.plans.remember_ran(await self.plans.load(session, workflow))
         step = plan.steps[run.step_key]
-        context = await frames.step_context(session, execution, plan, run.scope, run.step_key)
+        agent = await _saved_agent(session, plan.workflow_id, step)
+        # A saved agent's templates (a prompt, a URL) may read steps too: load those as well.
+        also = template_reads(agent.config) if agent is not None else frozenset()
+        context = await frames.step_context(session, execution, plan, run.scope, run.step_key, also)
         if execution.deployment_id is not None:  # its environment variables, as vars
             context = await deployments.with_environment(
                 session, self.keyring, execution.deployment_id, context
             )
-        agent = await _saved_agent(session, plan.workflow_id, step)
         return plan, step, context, agent
 
 
 async def _saved_agent(session: Any, workflow_id: uuid.UUID, step: Any) -> SavedAgent | None:
+    """The agent a step runs: the exact version when the definition names it by id, else the
+    latest version of the agent it names (editing an agent that has run makes a new version,
+    and a workflow that names the agent runs the edited one from then on)."""
     if not isinstance(step, AgentStep) or step.agent is None:
         return None
-    row = (
-        await session.execute(
-            select(AgentRow)
-            .join(WorkflowStepRow, WorkflowStepRow.agent_id == AgentRow.id)
-            .where(WorkflowStepRow.workflow_id == workflow_id, WorkflowStepRow.step_key == step.key)
-        )
-    ).scalar_one_or_none()
+    saved = aliased(AgentRow)
+    lineage = func.coalesce(saved.parent_id, saved.id)
+    same = (
+        AgentRow.id == saved.id
+        if _is_uuid(step.agent)
+        else or_(AgentRow.id == lineage, AgentRow.parent_id == lineage)
+    )
+    stmt = (
+        select(AgentRow)
+        .select_from(WorkflowStepRow)
+        .join(saved, saved.id == WorkflowStepRow.agent_id)
+        .join(AgentRow, same)
+        .where(WorkflowStepRow.workflow_id == workflow_id, WorkflowStepRow.step_key == step.key)
+        .order_by(AgentRow.version.desc())
+        .limit(1)
+    )
+    row = (await session.execute(stmt)).scalars().first()
     if row is None:
         return None
     limits = Limits(max_execution_seconds=row.max_execution_time, max_memory_mb=row.max_memory_mb)
     return SavedAgent(row.type, row.config, limits)
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _no_keyring() -> Keyring:

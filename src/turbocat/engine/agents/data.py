@@ -13,6 +13,7 @@ from typing import Any
 
 import jmespath
 from jmespath.exceptions import JMESPathError
+from pydantic import ValidationError
 
 from turbocat.domain.agents import DataConfig, DataOperation
 from turbocat.domain.expressions import JSONValue, compile_template, render_value
@@ -108,3 +109,8 @@ async def invoke(call: Invocation) -> JSONValue:
         return run(call.config, call.inputs, call.context)
     except DataStepError as exc:
         raise AgentError("data_error", str(exc)) from None
+    except ValidationError as exc:  # an inline config that does not fit: retrying cannot help
+        where = ".".join(str(p) for p in exc.errors()[0]["loc"]) if exc.errors() else "config"
+        raise AgentError(
+            "invalid_config", f"the data config is invalid at {where}: {exc.errors()[0]['msg']}"
+        ) from None
