@@ -16,6 +16,7 @@ from turbocat.engine.worker import Notifier, Worker, WorkerConfig
 from turbocat.security.crypto import KeyringSource
 from turbocat.security.passwords import PasswordHasher
 from turbocat.services.events import Dispatcher
+from turbocat.services.api_calls import ApiCallBuffer
 from turbocat.services.key_usage import KeyUsageBuffer
 from turbocat.tracing import Tracing
 
@@ -36,6 +37,8 @@ class AppContext:
     clock: Callable[[], dt.datetime] = utc_clock
     rate_limiter: RateLimiter = field(default_factory=RateLimiter)
     key_usage: KeyUsageBuffer = field(default_factory=KeyUsageBuffer)
+    api_calls: ApiCallBuffer = field(default_factory=ApiCallBuffer)
+    """Authenticated requests per organization (usage ``api_calls_made``), written behind."""
     notifier: Notifier = field(default_factory=Notifier)
     """Wakes this process's worker when a commit made steps ready."""
     plans: PlanCache = field(default_factory=PlanCache)
@@ -76,6 +79,7 @@ class AppContext:
             health_check_every=dt.timedelta(seconds=conf.health_check_seconds),
             health_window=dt.timedelta(seconds=conf.health_window_seconds),
             heartbeat_timeout=dt.timedelta(seconds=conf.worker_heartbeat_timeout_seconds),
+            usage_gauges_every=dt.timedelta(seconds=conf.usage_gauge_seconds),
         )
         return Scheduler(
             self.db, config, clock=self.clock, plans=self.plans, notify=self.notifier.notify
@@ -88,10 +92,12 @@ class AppContext:
             db=Database.from_settings(settings, app_role=app_role),
             hasher=PasswordHasher(settings.auth),
             keyring=KeyringSource(settings),
+            plans=PlanCache(quotas=settings.quotas()),
             tracing=tracing.from_settings(settings.otel),
         )
 
     async def close(self) -> None:
         await self.key_usage.flush(self.db)
+        await self.api_calls.flush(self.db, self.clock())
         await self.db.dispose()
         self.tracing.shutdown()

@@ -22,7 +22,7 @@ from pydantic_settings import (
 
 from turbocat.domain.enums import Plan
 from turbocat.domain.netpolicy import parse_entries
-from turbocat.domain.plans import DEFAULT_LIMITS, PlanLimits
+from turbocat.domain.plans import DEFAULT_LIMITS, PlanLimits, Quotas
 
 
 def default_home() -> Path:
@@ -77,12 +77,17 @@ class AuthSettings(BaseModel):
 
 
 class PlanLimitSettings(BaseModel):
-    """Limits of one plan; null/absent means unlimited."""
+    """Limits of one plan; null means unlimited. A field left out of ``[plans.<plan>]`` keeps
+    the built-in default (docs/billing.md)."""
 
     workflows: int | None = Field(default=None, ge=0)
     integrations: int | None = Field(default=None, ge=0)
     executions_per_month: int | None = Field(default=None, ge=0)
+    """Executions started per UTC calendar month; beyond it starts are refused (403
+    ``quota_exceeded``) until the month ends. Unlimited by default."""
     ai_tokens_per_month: int | None = Field(default=None, ge=0)
+    """LLM tokens per UTC calendar month; once spent, llm steps fail with
+    ``token_quota_exceeded`` before calling the model. Unlimited by default."""
 
 
 def _default_plans() -> dict[Plan, PlanLimitSettings]:
@@ -90,6 +95,16 @@ def _default_plans() -> dict[Plan, PlanLimitSettings]:
         plan: PlanLimitSettings(**dataclasses.asdict(limits))
         for plan, limits in DEFAULT_LIMITS.items()
     }
+
+
+def _with_defaults(configured: dict[Plan, PlanLimitSettings]) -> dict[Plan, PlanLimitSettings]:
+    """Each plan's limits with the fields the operator left out taken from the defaults, so
+    ``[plans.starter] executions_per_month = 1000`` does not lift the workflow limit."""
+    merged = _default_plans()
+    for plan, limits in configured.items():
+        given = limits.model_dump(include=limits.model_fields_set)
+        merged[plan] = merged[plan].model_copy(update=given)
+    return merged
 
 
 class DefinitionLimitSettings(BaseModel):
@@ -155,6 +170,25 @@ class SchedulerSettings(BaseModel):
     """Executions that ended within this window make a deployment's error rate and latency."""
     worker_heartbeat_timeout_seconds: float = Field(default=90.0, gt=0)
     """A worker whose last heartbeat is older than this serves nothing (health checks)."""
+    usage_gauge_seconds: float = Field(default=300.0, gt=0)
+    """How often the usage gauges (storage_gb, active_users, active_workflows) of every
+    organization are measured into today's usage records."""
+
+
+class BillingSettings(BaseModel):
+    """Stripe subscriptions (docs/billing.md). Turbocat never calls Stripe: it receives its
+    webhook events at ``POST /api/v1/billing/webhook``."""
+
+    webhook_secrets: list[str] = Field(default_factory=list)
+    """The endpoint's signing secrets (``whsec_...``); an event signed with any of them is
+    accepted, so a rotated secret can stay listed until Stripe uses only the new one. Empty:
+    the endpoint refuses every event."""
+    tolerance_seconds: int = Field(default=300, ge=1)
+    """How far an event's signed timestamp may be from the server's clock."""
+    price_plans: dict[str, Plan] = Field(default_factory=dict)
+    """Stripe price (or legacy plan) id -> turbocat plan, e.g. ``{"price_123" =
+    "professional"}``. A subscription whose price is not listed keeps the organization's
+    plan and is recorded with it."""
 
 
 class CodeRuntimeSettings(BaseModel):
@@ -339,6 +373,7 @@ class Settings(BaseSettings):
     runtimes: RuntimeSettings = Field(default_factory=RuntimeSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     triggers: TriggerSettings = Field(default_factory=TriggerSettings)
+    billing: BillingSettings = Field(default_factory=BillingSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     otel: OtelSettings = Field(default_factory=OtelSettings)
     secret_key_file: Path | None = None
@@ -349,11 +384,20 @@ class Settings(BaseSettings):
     def _expand_home(cls, value: Path) -> Path:
         return value.expanduser()
 
+    @field_validator("plans", mode="after")
+    @classmethod
+    def _plan_defaults(cls, value: dict[Plan, PlanLimitSettings]) -> dict[Plan, PlanLimitSettings]:
+        return _with_defaults(value)
+
     def plan_limits(self, plan: Plan) -> PlanLimits:
         configured = self.plans.get(plan)
         if configured is None:
             return DEFAULT_LIMITS[plan]
         return PlanLimits(**configured.model_dump())
+
+    def quotas(self) -> Quotas:
+        """Every plan's limits, for the services and the engine (``PlanCache.quotas``)."""
+        return Quotas({plan: self.plan_limits(plan) for plan in Plan})
 
     @property
     def resolved_database_url(self) -> str:

@@ -25,6 +25,8 @@ from turbocat.security import crypto
 from turbocat.security.crypto import Keyring
 
 ORDERS = [{"id": 1, "total": 250}, {"id": 2, "total": 20}, {"id": 3, "total": 101}]
+TOKEN_ROWS = select(UsageRecordRow).where(UsageRecordRow.metric == UsageMetric.AI_TOKENS_USED)
+"""The token counters (executions, API calls and gauges are metered beside them)."""
 
 
 @pytest.fixture
@@ -130,7 +132,7 @@ async def test_llm_step_with_a_tool_streams_and_meters_tokens(
     assert any(x["message"].startswith("tool big-orders") for x in logs)
 
     async with operator_db.transaction() as session:
-        rows = (await session.execute(select(UsageRecordRow))).scalars().all()
+        rows = (await session.execute(TOKEN_ROWS)).scalars().all()
     assert [(str(r.organization_id), r.metric, int(r.quantity)) for r in rows] == [
         (owner.org_id, UsageMetric.AI_TOKENS_USED, 300)
     ]
@@ -140,7 +142,7 @@ async def test_llm_step_with_a_tool_streams_and_meters_tokens(
     done = await run_workflow(client, owner, ask(agent), {"orders": []})
     assert done["status"] == "completed", done
     async with operator_db.transaction() as session:
-        (row,) = (await session.execute(select(UsageRecordRow))).scalars().all()
+        (row,) = (await session.execute(TOKEN_ROWS)).scalars().all()
     assert int(row.quantity) == 306
 
     # tokens spent by a step that fails are metered too
@@ -153,7 +155,7 @@ async def test_llm_step_with_a_tool_streams_and_meters_tokens(
     assert done["steps"][0]["error"]["type"] == "llm_invalid_output", done
     assert done["steps"][0]["error"]["details"]["usage"]["total"] == 30
     async with operator_db.transaction() as session:
-        (row,) = (await session.execute(select(UsageRecordRow))).scalars().all()
+        (row,) = (await session.execute(TOKEN_ROWS)).scalars().all()
     assert int(row.quantity) == 336
 
 

@@ -27,6 +27,7 @@ from turbocat.api.routes import (
     api_keys,
     audit_logs,
     auth,
+    billing,
     components,
     deployments,
     events,
@@ -75,6 +76,10 @@ async def _flush_key_usage(ctx: AppContext) -> None:
             await ctx.key_usage.flush(ctx.db)
         except Exception:
             log.exception("could not write API key usage; will retry")
+        try:
+            await ctx.api_calls.flush(ctx.db, ctx.clock())
+        except Exception:
+            log.exception("could not write API call counts; will retry")
 
 
 def create_app(
@@ -165,6 +170,7 @@ def create_app(
         task_queues,
         schedules,
         deployments,
+        billing,
         webhooks,
         events,
         activity,

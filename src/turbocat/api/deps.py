@@ -124,6 +124,7 @@ async def _principal_in(
             )
         ctx.key_usage.record(key.id, key.organization_id, now)
     membership = await auth.membership_for(session, identity.user.id, organization_id)
+    ctx.api_calls.record(membership.organization_id, now)  # usage api_calls_made, written behind
     await tenancy.enter(
         session, TenantContext(organization_id=membership.organization_id, user_id=identity.user.id)
     )

@@ -97,7 +97,7 @@ async def _turbocat_error(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, errors.MissingScope):
         extra["missing_scope"] = exc.scope
     if isinstance(exc, errors.QuotaExceeded):
-        extra.update(limit=exc.limit, plan=exc.plan)
+        extra.update(limit=exc.limit, plan=exc.plan, resets_at=exc.resets_at)
     return problem(
         status,
         exc.title,

@@ -5,7 +5,18 @@ from __future__ import annotations
 import typer
 
 import turbocat
-from turbocat.cli import admin, db, resources, run, scheduler, secrets, serve, templates, worker
+from turbocat.cli import (
+    admin,
+    db,
+    operations,
+    resources,
+    run,
+    scheduler,
+    secrets,
+    serve,
+    templates,
+    worker,
+)
 
 app = typer.Typer(
     name="turbocat",
@@ -29,6 +40,9 @@ app.add_typer(templates.app, name="templates")
 app.add_typer(resources.workflows_app, name="workflows")
 app.add_typer(resources.agents_app, name="agents")
 app.command("api")(resources.api)
+app.command("doctor")(operations.doctor)
+app.command("export")(operations.export)
+app.command("import")(operations.import_)
 
 
 @app.command()

@@ -92,10 +92,14 @@ class QuotaExceeded(TurbocatError):
     title = "Quota exceeded"
     code = "quota_exceeded"
 
-    def __init__(self, detail: str, *, limit: str, plan: str | None = None) -> None:
+    def __init__(
+        self, detail: str, *, limit: str, plan: str | None = None, resets_at: str | None = None
+    ) -> None:
         super().__init__(detail)
         self.limit = limit
         self.plan = plan
+        self.resets_at = resets_at
+        """For a monthly quota: when the next period starts (ISO 8601, UTC)."""
 
 
 class RateLimited(TurbocatError):

@@ -32,6 +32,7 @@ from turbocat.domain.definitions import (
 )
 from turbocat.domain.definitions.graph import walk_graphs
 from turbocat.domain.enums import OnError
+from turbocat.domain.plans import Quotas
 from turbocat.domain.expressions import ROOTS, ExpressionError, compile_template, references
 
 CONTAINERS = (LoopStep, ParallelStep)
@@ -178,9 +179,13 @@ def build(workflow_id: uuid.UUID, document: dict[str, Any], task_queue: str) -> 
 
 class PlanCache:
     """Plans by workflow version. ``load`` also knows which saved agent each agent step runs
-    (for per-agent concurrency limits); ``get`` builds from the document alone."""
+    (for per-agent concurrency limits); ``get`` builds from the document alone.
 
-    def __init__(self, size: int = 256) -> None:
+    It also carries the operator's plan ``quotas``: every caller that starts an execution
+    (API, webhooks, schedules, events, deployments, child steps) already holds this cache."""
+
+    def __init__(self, size: int = 256, quotas: Quotas | None = None) -> None:
+        self.quotas = quotas or Quotas()
         self._plans: OrderedDict[tuple[uuid.UUID, str], Plan] = OrderedDict()
         self._size = size
         self._ran: OrderedDict[uuid.UUID, Plan] = OrderedDict()

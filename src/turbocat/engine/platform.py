@@ -19,8 +19,9 @@ from sqlalchemy import or_, select
 from turbocat.db.engine import Database, TenantContext
 from turbocat.db.models import AgentPromptRow, AgentRow
 from turbocat.domain.enums import AgentStatus, LogLevel, Visibility
-from turbocat.domain.errors import TurbocatError
+from turbocat.domain.errors import QuotaExceeded, TurbocatError
 from turbocat.domain.expressions import JSONValue
+from turbocat.domain.plans import Quotas
 from turbocat.engine.agents.base import (
     AgentError,
     Credential,
@@ -35,6 +36,7 @@ from turbocat.engine.agents.base import (
 )
 from turbocat.security.crypto import Keyring
 from turbocat.services import integrations, versions
+from turbocat.services.quotas import check_tokens
 
 MAX_BUFFERED_LINES = 2_000
 """Log lines one step run may write; past this one line says how many were dropped."""
@@ -54,6 +56,7 @@ class StepServices:
     keyring: Callable[[], Keyring]
     organization_id: uuid.UUID
     clock: Callable[[], dt.datetime]
+    quotas: Quotas = field(default_factory=Quotas)
     lines: list[LogLine] = field(default_factory=list)
     usage: list[Usage] = field(default_factory=list)
     dropped: int = 0
@@ -83,6 +86,18 @@ class StepServices:
 
     def record_usage(self, usage: Usage) -> None:
         self.usage.append(usage)
+
+    async def check_token_quota(self) -> None:
+        if not self.quotas.tokens:  # no plan has a token quota: nothing to read
+            return
+        async with self.db.transaction(self._tenant, readonly=True) as session:
+            try:
+                await check_tokens(session, self.organization_id, self.quotas, self.clock())
+            except QuotaExceeded as exc:
+                raise AgentError(
+                    "token_quota_exceeded", exc.detail,
+                    details={"limit": exc.limit, "plan": exc.plan, "resets_at": exc.resets_at},
+                ) from None  # fmt: skip
 
     async def prompt(self, prompt_id: uuid.UUID, variables: Mapping[str, Any]) -> RenderedPrompt:
         async with self.db.transaction(self._tenant, readonly=True) as session:

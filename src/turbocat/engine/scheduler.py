@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from turbocat.db.engine import Database, TenantContext, is_conflict
 from turbocat.domain import deployments as deployment_rules
 from turbocat.engine.plan import PlanCache
-from turbocat.services import deployments, schedules
+from turbocat.services import deployments, metering, schedules
 
 log = logging.getLogger("turbocat.scheduler")
 SYSTEM = TenantContext(system=True)
@@ -42,12 +42,16 @@ class SchedulerConfig:
     heartbeat_timeout: dt.timedelta = dt.timedelta(seconds=90)
     batch: int = 100
     """Due schedules looked at per pass."""
+    usage_gauges_every: dt.timedelta = dt.timedelta(minutes=5)
+    """How often every organization's usage gauges are measured (``metering.measure_gauges``)."""
 
 
 @dataclass
 class TickResult:
     fired: list[schedules.Fired]
     health_checked: int = 0
+    usage_measured: int = 0
+    """Organizations whose usage gauges this tick measured."""
 
 
 class Scheduler:
@@ -68,6 +72,7 @@ class Scheduler:
         self.notify = notify
         self.thresholds = thresholds or deployment_rules.HealthThresholds()
         self._last_health: dt.datetime | None = None
+        self._last_usage: dt.datetime | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Tick until ``stop`` is set."""
@@ -109,6 +114,9 @@ class Scheduler:
         if self._last_health is None or now - self._last_health >= self.config.health_check_every:
             self._last_health = now
             result.health_checked = await self.check_health(now)
+        if self._last_usage is None or now - self._last_usage >= self.config.usage_gauges_every:
+            self._last_usage = now
+            result.usage_measured = await self.measure_usage(now)
         return result
 
     async def _fire(self, schedule_id: uuid.UUID, now: dt.datetime) -> schedules.Fired | None:
@@ -128,6 +136,17 @@ class Scheduler:
                 if not is_conflict(exc) or time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.01)
+
+    async def measure_usage(self, now: dt.datetime) -> int:
+        """Store today's storage_gb, active_users and active_workflows of every organization
+        (an upsert of the day's value: several schedulers measuring at once is harmless)."""
+        async with self.db.transaction(SYSTEM, readonly=True) as session:
+            organizations = await metering.organization_ids(session)
+        for organization_id in organizations:
+            context = TenantContext(organization_id=organization_id)
+            async with self.db.transaction(context) as session:
+                await metering.measure_gauges(session, organization_id, now)
+        return len(organizations)
 
     async def check_health(self, now: dt.datetime) -> int:
         async with self.db.transaction(SYSTEM, readonly=True) as session:

@@ -30,7 +30,7 @@ from turbocat.domain.expressions import compile_template
 from turbocat.domain.jsonschemas import validate_instance
 from turbocat.engine import admission, frames, store, work_items
 from turbocat.engine.plan import Plan, PlanCache
-from turbocat.services import workflows
+from turbocat.services import quotas, workflows
 
 RUNNABLE = (WorkflowStatus.DRAFT, WorkflowStatus.ACTIVE)
 """Statuses in which a workflow may be run on demand (paused, inactive and archived may not)."""
@@ -140,6 +140,7 @@ async def launch(
         created_at=now,
         updated_at=now,
     )
+    await quotas.check_execution(session, workflow.organization_id, plans.quotas, now)
     runs_now = await admission.may_start(session, workflow, plan.task_queue)
     if idempotency_key is None:
         session.add(execution)
@@ -161,6 +162,8 @@ async def launch(
     else:
         store.log(session, execution, "queued: the workflow runs its maximum of "
                   f"{workflow.max_concurrent_executions} executions at once", now)  # fmt: skip
+    # Last: on PostgreSQL the organization's usage row stays locked until the commit.
+    await quotas.count_execution(session, workflow.organization_id, now)
     after_commit(session, notify)
     return Started(execution, created=True)
 
@@ -205,6 +208,7 @@ async def rerun(
             f"this one is {old.status.value}"
         )
     plan = await _plan(session, old, plans)
+    await quotas.check_execution(session, old.organization_id, plans.quotas, now)
     previous = await frames.frame_runs(session, old.id, "")
     timeout = plan.definition.timeout_seconds
     execution = ExecutionRow(
@@ -229,6 +233,7 @@ async def rerun(
     await session.flush()
     store.log(session, execution, f"re-run of execution {old.id}", now)
     await store.create_rerun_runs(session, execution, previous, plan, now)
+    await quotas.count_execution(session, execution.organization_id, now)
     after_commit(session, notify)
     return execution
 

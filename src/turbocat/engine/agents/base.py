@@ -154,6 +154,10 @@ class Services(Protocol):
     def record_usage(self, usage: Usage) -> None:
         """Count tokens against the organization's usage and the step run."""
 
+    async def check_token_quota(self) -> None:
+        """Raise AgentError('token_quota_exceeded') when the organization's plan allows no more
+        AI tokens this month (``[plans.*] ai_tokens_per_month``)."""
+
     async def prompt(self, prompt_id: uuid.UUID, variables: Mapping[str, Any]) -> RenderedPrompt:
         """An agent prompt visible to the organization, rendered with ``variables``; raises
         AgentError('prompt_unavailable' or 'prompt_error')."""
@@ -230,6 +234,9 @@ class RecordingServices:
 
     def record_usage(self, usage: Usage) -> None:
         self.usage.append(usage)
+
+    async def check_token_quota(self) -> None:
+        return None  # no organization, no quota
 
     async def prompt(self, prompt_id: uuid.UUID, variables: Mapping[str, Any]) -> RenderedPrompt:
         source = self.prompts.get(prompt_id)

@@ -391,6 +391,7 @@ async def invoke(call: Invocation) -> JSONValue:
         raise AgentError("llm_no_model", "no model: set model, or use a prompt that names one")
     if spec.provider == "anthropic" and max_tokens is None:
         max_tokens = call.settings.llm.anthropic_max_tokens
+    await call.services.check_token_quota()  # before any model call: a spent month stops here
     endpoint = await _endpoint(spec, call)
     wire: Wire = OpenAIWire(endpoint) if spec.provider == "openai" else AnthropicWire(endpoint)
     tools = await _tools(spec, call)
