@@ -15,8 +15,8 @@ from turbocat.engine.scheduler import Scheduler, SchedulerConfig
 from turbocat.engine.worker import Notifier, Worker, WorkerConfig
 from turbocat.security.crypto import KeyringSource
 from turbocat.security.passwords import PasswordHasher
-from turbocat.services.events import Dispatcher
 from turbocat.services.api_calls import ApiCallBuffer
+from turbocat.services.events import Dispatcher
 from turbocat.services.key_usage import KeyUsageBuffer
 from turbocat.tracing import Tracing
 

@@ -32,8 +32,8 @@ from turbocat.domain.definitions import (
 )
 from turbocat.domain.definitions.graph import walk_graphs
 from turbocat.domain.enums import OnError
-from turbocat.domain.plans import Quotas
 from turbocat.domain.expressions import ROOTS, ExpressionError, compile_template, references
+from turbocat.domain.plans import Quotas
 
 CONTAINERS = (LoopStep, ParallelStep)
 """Steps that run a body of other steps rather than work of their own."""
