@@ -10,6 +10,7 @@ from turbocat import tracing
 from turbocat.api.ratelimit import RateLimiter
 from turbocat.config import Settings
 from turbocat.db.engine import Database
+from turbocat.engine import custom
 from turbocat.engine.plan import PlanCache
 from turbocat.engine.scheduler import Scheduler, SchedulerConfig
 from turbocat.engine.worker import Notifier, Worker, WorkerConfig
@@ -46,6 +47,9 @@ class AppContext:
     """Wakes this process's event dispatcher when a commit published an event."""
     tracing: Tracing = field(default_factory=Tracing)
     """Spans of requests, executions and steps (no-op unless ``otel.exporter`` is set)."""
+    components: custom.Served | None = None
+    """Custom components of this environment's ``turbocat.components`` entry points, loaded
+    when the first worker is built (never by the API alone: it does not import them)."""
 
     def worker(self, config: WorkerConfig | None = None) -> Worker:
         engine = self.settings.engine
@@ -58,8 +62,13 @@ class AppContext:
         return Worker(
             self.db, config, clock=self.clock, notifier=self.notifier, plans=self.plans,
             keyring=self.keyring.get, runtime_settings=self.settings.runtimes,
-            tracing=self.tracing,
+            tracing=self.tracing, components=self.served_components(),
         )  # fmt: skip
+
+    def served_components(self) -> custom.Served:
+        if self.components is None:
+            self.components = custom.load()
+        return self.components
 
     def dispatcher(self) -> Dispatcher:
         """The event dispatcher that runs beside a worker (``services.events``)."""

@@ -22,7 +22,9 @@ def worker(
     ),
 ) -> None:
     """Run a worker: claim ready steps of the given queues, run them, record the outcomes.
-    Stateless: stop or kill it at any moment; its unfinished steps run again elsewhere."""
+    Stateless: stop or kill it at any moment; its unfinished steps run again elsewhere.
+    It loads the custom components of the 'turbocat.components' entry points installed beside
+    it, registers them in the catalog and runs their steps (docs/components.md)."""
     settings = settings_or_exit()
     if make_url(settings.resolved_database_url).get_backend_name() == "sqlite":
         raise fail(
@@ -53,6 +55,13 @@ def worker(
             f"worker {config.worker_id} serving {', '.join(config.queues)} "
             f"with {config.concurrency} slots; Ctrl-C stops it after running steps finish"
         )
+        served = ctx.served_components()  # the turbocat.components entry points, imported here
+        for item in served.by_name.values():
+            console.print(
+                f"component {item.name} {item.version} on queue {item.queue}", markup=False
+            )
+        for line in served.errors:
+            console.print(f"component not loaded: {line}", markup=False)
         try:
             # Events are dispatched by every worker; each event starts a subscriber once.
             await asyncio.gather(ctx.worker(config).run(stop), ctx.dispatcher().run(stop))

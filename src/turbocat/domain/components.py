@@ -186,3 +186,19 @@ BUILTIN_NAMES = frozenset(c.name for c in BUILTINS)
 
 def builtin(name: str) -> BuiltinComponent | None:
     return next((c for c in BUILTINS if c.name == name), None)
+
+
+@dataclass(frozen=True)
+class CustomComponent:
+    """A custom component as a worker registers it (from the decorator and the package)."""
+
+    name: str
+    version: str
+    task_queue: str
+    description: str | None
+    display_name: str | None
+    tags: tuple[str, ...]
+    input_schema: Mapping[str, Any]
+    output_schema: Mapping[str, Any]
+    implementation_path: str
+    package: str | None

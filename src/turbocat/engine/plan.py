@@ -68,6 +68,10 @@ class Plan:
     has_signal_waits: bool = False
     """Some wait step waits for a signal or for items of a work queue (which signals feed)."""
     agent_ids: dict[str, uuid.UUID] = field(default_factory=dict)
+    step_queues: dict[str, str] = field(default_factory=dict)
+    """Task queues resolved on save: a custom step's component queue (``workflow_steps``)."""
+    resolved: bool = False
+    """``agent_ids`` and ``step_queues`` were read from the version's step rows."""
     work_queues: dict[str, WorkQueueDef] = field(default_factory=dict)
     """The declared work queues by name."""
     reads: dict[str, frozenset[str] | None] = field(default_factory=dict)
@@ -75,7 +79,7 @@ class Plan:
     cannot be known (then a step sees every step). Lets a worker load only those runs."""
 
     def queue_of(self, key: str) -> str:
-        return self.steps[key].task_queue or self.task_queue
+        return self.steps[key].task_queue or self.step_queues.get(key) or self.task_queue
 
     def work_queue_fed_by(self, signal: str) -> WorkQueueDef | None:
         """The work queue ``signal`` adds items to, if any (a signal feeds at most one)."""
@@ -215,17 +219,25 @@ class PlanCache:
     async def load(self, session: AsyncSession, workflow: WorkflowRow) -> Plan:
         stamp = workflow.updated_at.isoformat()
         plan = self.get(workflow.id, stamp, workflow.definition, workflow.task_queue)
-        if plan.agent_ids or not any(
-            isinstance(s, AgentStep) and s.agent for s in plan.steps.values()
+        if plan.resolved or not any(
+            isinstance(s, AgentStep) and (s.agent or (s.component and s.component.name))
+            for s in plan.steps.values()
         ):
             return plan
         rows = await session.execute(
-            select(WorkflowStepRow.step_key, WorkflowStepRow.agent_id).where(
-                WorkflowStepRow.workflow_id == workflow.id, WorkflowStepRow.agent_id.is_not(None)
+            select(
+                WorkflowStepRow.step_key, WorkflowStepRow.agent_id, WorkflowStepRow.task_queue
+            ).where(
+                WorkflowStepRow.workflow_id == workflow.id,
+                WorkflowStepRow.agent_id.is_not(None) | WorkflowStepRow.component_id.is_not(None),
             )
         )
+        found = rows.all()
         plan = dataclasses.replace(
-            plan, agent_ids={key: agent for key, agent in rows.all() if agent}
+            plan,
+            agent_ids={key: agent for key, agent, _ in found if agent},
+            step_queues={key: queue for key, agent, queue in found if queue and not agent},
+            resolved=True,
         )
         self._plans[(workflow.id, stamp)] = plan
         return plan

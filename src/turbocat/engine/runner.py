@@ -19,6 +19,7 @@ from turbocat.domain.definitions import AgentStep, AnyStep, ConditionStep, WaitS
 from turbocat.domain.enums import AgentType
 from turbocat.domain.errors import ValidationFailed
 from turbocat.domain.expressions import JSONValue, compile_template, render_value
+from turbocat.engine import custom
 from turbocat.engine.agents import base, code, data, http, llm, workflow
 from turbocat.engine.agents.base import AgentError, Invocation, Limits, RecordingServices
 
@@ -81,6 +82,8 @@ class StepCall:
     attempt: int = 1
     services: base.Services = field(default_factory=RecordingServices)
     settings: RuntimeSettings = field(default_factory=RuntimeSettings)
+    components: custom.Served = field(default_factory=custom.Served)
+    """The custom components this worker loaded."""
 
 
 def _truthy(value: JSONValue) -> bool:
@@ -123,6 +126,8 @@ async def _agent(
     inputs = render_value(dict(step.inputs), context)
     assert isinstance(inputs, dict)
     limits = Limits()
+    if custom.is_custom(step):
+        return await _custom(step, inputs, call)
     if step.component is not None:
         kind, config = step.component.kind.value, dict(step.component.config)
     elif agent is not None:
@@ -157,6 +162,20 @@ async def _agent(
         failure = StepFailure(exc.kind, exc.message, exc.retryable, None, exc.retry_after,
                               exc.details or None)  # fmt: skip
         return StepOutcome(failure=failure, rendered_input=inputs)
+
+
+async def _custom(step: AgentStep, inputs: dict[str, Any], call: StepCall | None) -> StepOutcome:
+    assert step.component is not None
+    served = call.components if call is not None else custom.Served()
+    try:
+        output = await custom.invoke(step.component, inputs, served)
+    except AgentError as exc:  # the traceback of the component's exception, as the stack
+        stack = exc.details.pop("traceback", None)
+        failure = StepFailure(
+            exc.kind, exc.message, exc.retryable, stack, None, exc.details or None
+        )
+        return StepOutcome(failure=failure, rendered_input=inputs)
+    return StepOutcome(output=output, rendered_input=inputs)
 
 
 def _anonymous_call(context: Mapping[str, JSONValue], key: str) -> StepCall:

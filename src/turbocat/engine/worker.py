@@ -41,14 +41,14 @@ from turbocat.db.models import (
 )
 from turbocat.domain.definitions import AgentStep
 from turbocat.domain.enums import StepStatus, UsageMetric, WorkerStatus
-from turbocat.engine import frames, store
+from turbocat.engine import custom, frames, store
 from turbocat.engine.agents.base import Limits
 from turbocat.engine.plan import Plan, PlanCache, template_reads
 from turbocat.engine.platform import StepServices
 from turbocat.engine.runner import SavedAgent, StepCall, StepFailure, StepOutcome, run_step
 from turbocat.logging import execution_id_var, step_key_var
 from turbocat.security.crypto import Keyring
-from turbocat.services import deployments, metering
+from turbocat.services import components, deployments, metering
 from turbocat.tracing import Tracing
 
 log = logging.getLogger("turbocat.worker")
@@ -100,8 +100,12 @@ class Worker:
         keyring: Callable[[], Keyring] | None = None,
         runtime_settings: RuntimeSettings | None = None,
         tracing: Tracing | None = None,
+        components: custom.Served | None = None,
     ) -> None:
         self.db = db
+        self.components = components or custom.Served()
+        """The custom components this process loaded: it claims only their custom steps."""
+        self._claimable = custom.claim_filter(self.components)
         self.tracing = tracing or _NO_TRACING
         self.runtime_settings = runtime_settings or RuntimeSettings()
         self.keyring = keyring or _no_keyring
@@ -130,6 +134,8 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set, then let running steps finish."""
         await self._while_unreachable(self._register)  # a worker may start as the database restarts
+        if self.components.by_name:
+            await self._while_unreachable(self._register_components)
         self._listener.start()
         try:
             while not stop.is_set():
@@ -173,6 +179,21 @@ class Worker:
             row.status = WorkerStatus.RUNNING
             row.started_at = row.last_heartbeat_at = row.updated_at = now
             row.stopped_at = None
+
+    async def _register_components(self) -> None:
+        """Register the loaded custom components in the catalog (system-level rows)."""
+        served = self.components
+        async with self.db.transaction(SYSTEM) as session:
+            await components.register_served(session, served.specs(), self.clock())
+        for item in served.by_name.values():
+            served_here = item.queue in self.config.queues
+            where = "" if served_here else " (a queue this worker does not serve)"
+            log.info("component %s %s on queue %s%s", item.name, item.version, item.queue, where)
+
+    async def _give_back(self, run_id: uuid.UUID, epoch: int) -> None:
+        async with self.db.transaction(SYSTEM) as session:
+            await custom.release(session, run_id, epoch, self.clock())
+        log.info("step run %s needs a custom component this worker has not loaded", run_id)
 
     async def _deregister(self) -> None:
         now = self.clock()
@@ -265,6 +286,7 @@ class Worker:
                 limit=free,
                 now=now,
                 lease=dt.timedelta(seconds=self.config.lease_seconds),
+                also=(self._claimable,),
             )
             # Loaded while the claim's transaction is open: one transaction fewer per step.
             loaded = [await self._try_load_in(session, run) for run in claimed]
@@ -359,7 +381,7 @@ class Worker:
         )
         call = StepCall(
             run.execution_id, run.organization_id, run.idempotency_key, run.attempt, services,
-            self.runtime_settings,
+            self.runtime_settings, components=self.components,
         )  # fmt: skip
         # The task copies this context: its log lines carry the execution id and step key.
         tokens = execution_id_var.set(str(run.execution_id)), step_key_var.set(run.step_key)
@@ -407,6 +429,9 @@ class Worker:
             if loaded is None:
                 return
             plan, step, context, agent = loaded
+            if not custom.can_run(step, self.components):  # a successor chained here
+                await self._while_unreachable(lambda: self._give_back(run_id, epoch))
+                return
             outcome = await run_step(step, context, agent=agent, call=call)
         except asyncio.CancelledError:
             log.info("step run %s stopped: it was cancelled", run_id)

@@ -5,6 +5,11 @@ Built-ins come from ``domain.components`` and are stored as rows without an orga
 organization registers its own ``custom`` components; visibility decides who sees one:
 ``private`` (its creator), ``organization`` (its members) or ``public`` (every tenant). Only the
 owning organization changes or deletes a component; built-ins are read-only.
+
+Workers register the custom components their Python environment provides
+(``register_served``): those rows are system-level (no organization, public, like built-ins),
+because the operator who installs a package on the workers serves it to every tenant; they are
+read-only through the API too. ``resolve_custom`` finds the version a workflow step runs.
 """
 
 from __future__ import annotations
@@ -236,11 +241,10 @@ async def list_components(
     if filters.visibility:
         stmt = stmt.where(ComponentRow.visibility == filters.visibility)
     if filters.builtin is not None:
-        stmt = stmt.where(
-            ComponentRow.organization_id.is_(None)
-            if filters.builtin
-            else ComponentRow.organization_id.is_not(None)
+        is_builtin = and_(
+            ComponentRow.organization_id.is_(None), ComponentRow.kind != ComponentKind.CUSTOM
         )
+        stmt = stmt.where(is_builtin if filters.builtin else ~is_builtin)
     if not filters.include_deprecated:
         stmt = stmt.where(ComponentRow.deprecated.is_(False))
     if filters.tags:
@@ -289,3 +293,66 @@ async def delete(
     _audit(session, principal, "component.delete", row, now, meta, before, final=True)
     await session.delete(row)
     await session.flush()
+
+
+async def register_served(
+    session: AsyncSession, specs: list[rules.CustomComponent], now: dt.datetime
+) -> list[ComponentRow]:
+    """Insert or refresh the system-level rows of the custom components a worker loaded (by
+    name and version; a version's schemas follow the code that serves it). Idempotent. On
+    PostgreSQL the transaction must be in the system context."""
+    rows = []
+    for spec in specs:
+        values: dict[str, Any] = {
+            "display_name": spec.display_name,
+            "description": spec.description,
+            "kind": ComponentKind.CUSTOM,
+            "visibility": Visibility.PUBLIC,
+            "input_schema": dict(spec.input_schema),
+            "output_schema": dict(spec.output_schema),
+            "tags": clean_tags(list(spec.tags)),
+            "implementation_path": spec.implementation_path,
+            "package": spec.package,
+            "task_queue": spec.task_queue,
+        }
+        _check({"name": spec.name, "version": spec.version})
+        row = (
+            await session.execute(
+                select(ComponentRow).where(
+                    ComponentRow.organization_id.is_(None),
+                    ComponentRow.name == spec.name,
+                    ComponentRow.version == spec.version,
+                )
+            )
+        ).scalar_one_or_none()
+        if row is None:
+            row = ComponentRow(
+                name=spec.name, version=spec.version, created_at=now, updated_at=now, **values
+            )
+            session.add(row)
+        elif any(getattr(row, k) != v for k, v in values.items()):
+            for k, v in values.items():
+                setattr(row, k, v)
+            row.updated_at = now
+        rows.append(row)
+    await session.flush()
+    return rows
+
+
+async def resolve_custom(
+    session: AsyncSession, principal: Principal, name: str, requirement: str | None
+) -> ComponentRow | None:
+    """The highest version of custom component ``name`` visible to ``principal`` that meets
+    ``requirement`` (see ``semver.satisfies``), not deprecated; None if there is none."""
+    rows = (
+        await session.execute(
+            select(ComponentRow).where(
+                visible_to(ComponentRow, principal),
+                ComponentRow.kind == ComponentKind.CUSTOM,
+                ComponentRow.name == name,
+                ComponentRow.deprecated.is_(False),
+            )
+        )
+    ).scalars()
+    fit = [r for r in rows if semver.satisfies(r.version, requirement)]
+    return max(fit, key=lambda r: semver.sort_key(r.version), default=None)

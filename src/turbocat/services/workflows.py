@@ -21,6 +21,7 @@ from turbocat.config import Settings
 from turbocat.db.listing import PageRequest, apply_page, tags_any, text_search
 from turbocat.db.models import (
     AgentRow,
+    ComponentRow,
     ExecutionRow,
     OrganizationRow,
     ProjectRow,
@@ -29,11 +30,12 @@ from turbocat.db.models import (
 )
 from turbocat.domain import definitions, lifecycle, plans
 from turbocat.domain.access import Principal
+from turbocat.domain.definitions.graph import walk_graphs
 from turbocat.domain.enums import StepType, WorkflowCategory, WorkflowStatus
 from turbocat.domain.errors import Conflict, NotFound, ValidationFailed
 from turbocat.domain.slugs import slugify
 from turbocat.domain.triggers import validate_trigger_config
-from turbocat.services import agents, audit, trigger_schedules, versions
+from turbocat.services import agents, audit, components, trigger_schedules, versions
 
 KEBAB = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 VERSIONED_FIELDS = frozenset(
@@ -75,10 +77,35 @@ def canonical_input(doc: Mapping[str, Any]) -> Mapping[str, Any]:
     return doc
 
 
+@dataclass(frozen=True)
+class Resolved:
+    """What a definition refers to, found for the caller."""
+
+    agents: dict[str, AgentRow]
+    """By reference (id or name)."""
+    components: dict[str, ComponentRow] = field(default_factory=dict)
+    """The custom component each custom step runs, by step key."""
+
+
+async def _custom_components(
+    session: AsyncSession, principal: Principal, defn: definitions.WorkflowDefinition
+) -> dict[str, ComponentRow | None]:
+    out: dict[str, ComponentRow | None] = {}
+    cache: dict[tuple[str, str | None], ComponentRow | None] = {}
+    for ref in _custom_specs(defn):
+        wanted = (ref.name, ref.version)
+        if wanted not in cache:
+            cache[wanted] = await components.resolve_custom(session, principal, *wanted)
+        out[ref.key] = cache[wanted]
+    return out
+
+
 async def check_definition(
     session: AsyncSession, principal: Principal, doc: Mapping[str, Any], settings: Settings
-) -> tuple[definitions.WorkflowDefinition, dict[str, AgentRow]]:
-    """Validate a definition and resolve the agents it names in this organization."""
+) -> tuple[definitions.WorkflowDefinition, Resolved]:
+    """Validate a definition and resolve the agents and custom components it names for this
+    organization (a custom step runs the highest registered version meeting its requirement,
+    pinned in its ``workflow_steps`` row with the component's task queue)."""
     if not isinstance(doc, Mapping):
         raise ValidationFailed.field(("body", "definition"), "must be an object")
     doc = canonical_input(doc)
@@ -89,23 +116,48 @@ async def check_definition(
         row = await agents.resolve_ref(session, principal, ref)
         if row is not None:
             found[ref] = row
-    if len(found) < len(definitions.agent_refs(defn)):
-        # Validate again with the resolver so that each unknown agent is named at its step.
-        definitions.validate_definition(doc, limits=limits, resolve_agent=found.__contains__)
-    return defn, found
+    custom = await _custom_components(session, principal, defn)
+    if len(found) < len(definitions.agent_refs(defn)) or None in custom.values():
+        # Validate again with the resolvers so that each unknown reference is named at its step.
+        known = {(s.name, s.version) for s in _custom_specs(defn) if custom.get(s.key)}
+        definitions.validate_definition(
+            doc, limits=limits, resolve_agent=found.__contains__,
+            resolve_component=lambda name, version: (name, version) in known,
+        )  # fmt: skip
+    return defn, Resolved(found, {k: v for k, v in custom.items() if v is not None})
+
+
+@dataclass(frozen=True)
+class _CustomRef:
+    key: str
+    name: str
+    version: str | None
+
+
+def _custom_specs(defn: definitions.WorkflowDefinition) -> list[_CustomRef]:
+    out = []
+    for graph in walk_graphs(defn):
+        for step in graph.steps:
+            spec = step.component if isinstance(step, definitions.AgentStep) else None
+            if spec is not None and spec.kind == definitions.InlineKind.CUSTOM and spec.name:
+                out.append(_CustomRef(step.key, spec.name, spec.version))
+    return out
 
 
 def _step_rows(
-    workflow: WorkflowRow, defn: definitions.WorkflowDefinition, found: Mapping[str, AgentRow]
+    workflow: WorkflowRow, defn: definitions.WorkflowDefinition, resolved: Resolved
 ) -> list[WorkflowStepRow]:
     rows = []
+    found = resolved.agents
     for rec in definitions.materialize_steps(defn):
         agent = found.get(rec.agent_ref) if rec.agent_ref else None
+        component = resolved.components.get(rec.key)
         rows.append(
             WorkflowStepRow(
                 organization_id=workflow.organization_id,
                 workflow_id=workflow.id,
                 agent_id=agent.id if agent else None,
+                component_id=component.id if component else None,
                 step_key=rec.key,
                 step_name=rec.name or rec.key,
                 step_type=StepType(rec.type),
@@ -123,7 +175,7 @@ def _step_rows(
                 retry_jitter=rec.retry_jitter,
                 timeout_ms=rec.timeout_ms,
                 on_error=rec.on_error,
-                task_queue=rec.task_queue,
+                task_queue=rec.task_queue or (component.task_queue if component else None),
                 description=rec.description,
                 parent_key=rec.parent_key,
                 parent_branch=rec.parent_branch,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import time
 import uuid
@@ -28,10 +29,10 @@ from turbocat.api.schemas.executions import (
 from turbocat.api.waiting import WaitForExecution
 from turbocat.db.engine import TenantContext
 from turbocat.db.models import ExecutionRow
-from turbocat.domain.enums import ExecutionStatus, LogLevel, TriggerType
+from turbocat.domain.enums import ExecutionStatus, LogLevel, StepStatus, TriggerType
 from turbocat.domain.errors import ValidationFailed
 from turbocat.domain.runs import EXECUTION_TERMINAL as TERMINAL
-from turbocat.services import executions
+from turbocat.services import executions, workers
 
 STREAM_POLL_SECONDS = 0.2
 STREAM_MAX_SECONDS = 3600
@@ -126,12 +127,28 @@ async def list_executions(
 
 @router.get("/executions/{execution_id}", name="executions-get", response_model=ExecutionDetail)
 async def get_execution(
-    execution_id: uuid.UUID, principal: PrincipalDep, session: SessionDep
-) -> ExecutionDetail:
-    """The execution with every step run (one per step and attempt)."""
+    execution_id: uuid.UUID, principal: PrincipalDep, session: SessionDep, ctx: ContextDep,
+    now: NowDep,
+) -> ExecutionDetail:  # fmt: skip
+    """The execution with every step run (one per step and attempt). A ready step that no live
+    worker's queue covers says so in ``status_detail`` (its queue is in
+    ``waiting_for_workers``)."""
     row = await executions.get(session, principal, execution_id)
-    steps = [StepRunRead.model_validate(r) for r in await executions.step_runs(session, row)]
-    return ExecutionDetail(**ExecutionRead.model_validate(row).model_dump(), steps=steps)
+    runs = await executions.step_runs(session, row)
+    live: set[str] = set()
+    if any(r.status == StepStatus.READY for r in runs):
+        timeout = dt.timedelta(seconds=ctx.settings.scheduler.worker_heartbeat_timeout_seconds)
+        live = await workers.live_queues(session, now, timeout)
+    steps = [
+        StepRunRead.model_validate(r).model_copy(
+            update={"status_detail": workers.waiting_for_worker(r, live, now)}
+        )
+        for r in runs
+    ]
+    waiting = sorted({s.queue for s in steps if s.status_detail})
+    return ExecutionDetail(
+        **ExecutionRead.model_validate(row).model_dump(), steps=steps, waiting_for_workers=waiting
+    )
 
 
 @router.post(

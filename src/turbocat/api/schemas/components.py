@@ -68,5 +68,6 @@ class ComponentRead(ReadModel):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def builtin(self) -> bool:
-        """Shipped with turbocat (no organization)."""
-        return self.organization_id is None
+        """Shipped with turbocat (no organization, not custom: workers register custom
+        components without an organization too)."""
+        return self.organization_id is None and self.kind != ComponentKind.CUSTOM

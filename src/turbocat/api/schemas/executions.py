@@ -65,6 +65,11 @@ class StepRunRead(ReadModel):
     iteration: int = Field(description="index of the innermost loop item (0 outside loops)")
     attempt: int
     status: StepStatus
+    queue: str = Field(description="the task queue whose workers run it")
+    status_detail: str | None = Field(
+        default=None,
+        description="why a ready step has not started: no live worker serves its queue",
+    )
     input: Any
     output: Any
     error: dict[str, Any] | None
@@ -77,6 +82,10 @@ class StepRunRead(ReadModel):
 
 class ExecutionDetail(ExecutionRead):
     steps: list[StepRunRead]
+    waiting_for_workers: list[str] = Field(
+        default_factory=list,
+        description="task queues with ready steps of this execution that no live worker serves",
+    )
 
 
 class ExecutionLogRead(ReadModel):

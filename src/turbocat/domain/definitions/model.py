@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_val
 from turbocat.domain.enums import OnError, WorkQueueOrder
 from turbocat.domain.enums import ParentClosePolicy as ParentClosePolicy
 from turbocat.domain.expressions import JSONValue
+from turbocat.domain.semver import REQUIREMENT_PATTERN
 
 KEY_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 LABEL_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -114,6 +115,9 @@ class ComponentSpec(_Model):
     """What runs: llm, code, api, data, workflow, or a registered custom component."""
     name: str | None = Field(default=None, min_length=1, max_length=200)
     """The registered component's name; required for kind custom."""
+    version: str | None = Field(default=None, pattern=REQUIREMENT_PATTERN, max_length=50)
+    """Kind custom only: the versions it may run: ``^1.2`` (compatible), ``~1.2`` (patches),
+    ``1.2.0`` (exactly) or ``*``; none means any release."""
     config: JSONObject = Field(default_factory=dict)
     """Kind-specific configuration; strings may hold {{ expressions }}."""
 
@@ -121,6 +125,8 @@ class ComponentSpec(_Model):
     def _custom_needs_name(self) -> ComponentSpec:
         if self.kind is InlineKind.CUSTOM and self.name is None:
             raise ValueError("a custom component needs a name")
+        if self.kind is not InlineKind.CUSTOM and self.version is not None:
+            raise ValueError("only a custom component takes a version")
         return self
 
 

@@ -55,11 +55,13 @@ def validate_definition(
     limits: DefinitionLimits = DEFAULT_DEFINITION_LIMITS,
     resolve_agent: Callable[[str], bool] | None = None,
     path_prefix: tuple[str | int, ...] = ("body", "definition"),
+    resolve_component: Callable[[str, str | None], bool] | None = None,
 ) -> WorkflowDefinition:
     """Parse and check ``doc``; raise one ValidationFailed listing every problem found.
 
     ``resolve_agent`` answers whether an agent reference (id or name) exists for the caller;
-    without it agent references are not checked.
+    without it agent references are not checked. ``resolve_component`` answers the same for a
+    custom component's (name, version requirement).
     """
     text = _serialize(doc, limits, path_prefix)
     try:
@@ -68,7 +70,7 @@ def validate_definition(
         raw = json.loads(text)
         errors = [_from_pydantic(e, raw, path_prefix) for e in exc.errors(include_url=False)]
         _raise(_prune(errors, raw, path_prefix))
-    errors = _Checker(defn, limits, resolve_agent, path_prefix).run()
+    errors = _Checker(defn, limits, resolve_agent, path_prefix, resolve_component).run()
     if errors:
         _raise(errors)
     return defn
@@ -184,10 +186,12 @@ class _Checker:
         limits: DefinitionLimits,
         resolve_agent: Callable[[str], bool] | None,
         prefix: Path,
+        resolve_component: Callable[[str, str | None], bool] | None = None,
     ) -> None:
         self.defn = defn
         self.limits = limits
         self.resolve_agent = resolve_agent
+        self.resolve_component = resolve_component
         self.prefix = prefix
         self.errors: list[FieldError] = []
         self.key_paths: dict[str, Path] = {}
@@ -207,6 +211,7 @@ class _Checker:
             self.check_template(template, ("outputs", name), None, top_keys, False)
         self.check_declarations(top_keys)
         self.check_agents()
+        self.check_components()
         return self.errors
 
     def check_keys_and_limits(self) -> None:
@@ -316,6 +321,22 @@ class _Checker:
                         f"step {step.key!r}: unknown agent {step.agent!r}",
                         "unknown_agent",
                     )
+
+    def check_components(self) -> None:
+        if self.resolve_component is None:
+            return
+        for step, path, _ in all_steps(self.defn):
+            spec = step.component if isinstance(step, AgentStep) else None
+            if spec is None or spec.kind.value != "custom" or spec.name is None:
+                continue
+            if not self.resolve_component(spec.name, spec.version):
+                wanted = f" matching {spec.version}" if spec.version else ""
+                self.add(
+                    (*path, "component", "name"),
+                    f"step {step.key!r}: no registered custom component {spec.name!r}{wanted} "
+                    "(a worker registers its components when it starts)",
+                    "unknown_component",
+                )
 
 
 def _is_instant(text: str) -> bool:
