@@ -194,3 +194,37 @@ async def test_counters_and_statistics_match_step_runs(
     assert {row["component_name"] for row in only} == {"api", "data", "workflow"}
     fetched = (await client.get(f"/api/v1/agents/{agent_id}", headers=h)).json()
     assert fetched["total_executions"] == 15 and fetched["failed_executions"] == 6
+
+
+async def test_a_named_agent_counts_on_the_version_that_ran(
+    client: httpx.AsyncClient, app_context: AppContext
+) -> None:
+    owner = await signup(client, "versions@example.com")
+    h = owner.headers
+    r = await client.post(
+        "/api/v1/agents",
+        headers=h,
+        json={"name": "sizer", "type": "data", "config": {"query": "length(@)"}},
+    )
+    v1 = r.json()["id"]
+    step = {"key": "size", "type": "agent", "agent": "sizer", "inputs": {"data": [1, 2]}}
+    r = await client.post(
+        "/api/v1/workflows", headers=h, json={"name": "S", "definition": {"steps": [step]}}
+    )
+    workflow_id = r.json()["id"]
+    worker = app_context.worker(WorkerConfig(worker_id="w-versions"))
+    for _ in range(2):
+        await client.post(f"/api/v1/workflows/{workflow_id}/executions", headers=h, json={})
+    await worker.drain()
+    r = await client.patch(  # it has run: the edit makes version 2
+        f"/api/v1/agents/{v1}", headers=h, json={"config": {"query": "[0]"}}
+    )
+    v2 = r.json()["id"]
+    assert r.status_code == 200 and v2 != v1, r.text
+    await client.post(f"/api/v1/workflows/{workflow_id}/executions", headers=h, json={})
+    await worker.drain()
+    counts = {}
+    for agent in (v1, v2):
+        body = (await client.get(f"/api/v1/agents/{agent}", headers=h)).json()
+        counts[agent] = (body["total_executions"], body["successful_executions"])
+    assert counts == {v1: (2, 2), v2: (1, 1)}

@@ -25,8 +25,9 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import func, literal, or_, select, update
+from sqlalchemy import and_, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from turbocat.db import dialects
 from turbocat.db.models import (
@@ -39,6 +40,7 @@ from turbocat.db.models import (
 from turbocat.db.types import GUID, UTCDateTime
 from turbocat.domain.definitions import AgentStep, AnyStep, InlineKind
 from turbocat.domain.ids import new_id
+from turbocat.services import versions
 
 A = ActivityStatisticsRow.__table__.c
 
@@ -60,7 +62,8 @@ async def step_ended(
         kind = step.component.kind
         component = step.component.name if kind is InlineKind.CUSTOM else kind.value
     if run.agent_id is not None:
-        kind_value = await _count_agent(session, run.agent_id, ok, duration)
+        named = step.agent is not None and not _is_uuid(step.agent)
+        kind_value = await _count_agent(session, run.agent_id, named, ok, duration)
         component = component or kind_value
     if component is not None:
         await _count_component(session, execution, component, ok, duration, now)
@@ -70,14 +73,33 @@ def _mean(average: Any, count: Any, duration: int) -> Any:
     return func.round((average * 1.0 * count + duration) / (count + 1))
 
 
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
 async def _count_agent(
-    session: AsyncSession, agent_id: uuid.UUID, ok: bool, duration: int
+    session: AsyncSession, agent_id: uuid.UUID, named: bool, ok: bool, duration: int
 ) -> str | None:
-    """Update the agent's counters; its kind (None when it no longer exists)."""
+    """Update the counters of the agent version that ran: ``agent_id`` (saved with the
+    workflow) when the step names it by id, else the newest version of its lineage (the
+    worker runs that one). Returns its kind (None when it no longer exists)."""
     total = AgentRow.total_executions
+    target: Any = AgentRow.id == agent_id
+    if named:
+        saved = aliased(AgentRow)  # not correlated with the row being updated
+        lineage = select(versions.lineage_of(saved)).where(saved.id == agent_id).scalar_subquery()
+        target = and_(
+            versions.lineage_of(AgentRow) == lineage,
+            versions.is_latest(AgentRow),
+            AgentRow.deleted_at.is_(None),
+        )
     kind = await session.execute(
         update(AgentRow)
-        .where(AgentRow.id == agent_id)
+        .where(target)
         .values(
             total_executions=total + 1,
             successful_executions=AgentRow.successful_executions + int(ok),
