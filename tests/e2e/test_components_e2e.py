@@ -4,6 +4,7 @@ path (found through its ``turbocat.components`` entry point)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -123,3 +124,26 @@ def test_steps_wait_for_a_worker_that_has_their_component(
     assert done["status"] == "completed", done
     assert done["output_data"] == {"domain": "acme.test", "pid": procs[-1].pid}
     assert {s["step_key"]: s["queue"] for s in done["steps"]} == {"enrich": "acme", "shape": "default"}  # fmt: skip
+
+
+def test_turbocat_run_loads_the_components_installed_beside_it(tmp_path: Path) -> None:
+    package = write_package(tmp_path / "site")
+    flow = tmp_path / "enrich.yaml"
+    flow.write_text(
+        "steps:\n"
+        "  - {key: enrich, type: agent, inputs: {email: '{{ input.email }}'},\n"
+        "     component: {kind: custom, name: acme.enrich, version: '~1.2'}}\n"
+        "outputs: {domain: '{{ steps.enrich.output.domain }}'}\n"
+    )
+    env = clean_env(TURBOCAT_HOME=str(tmp_path / "home"), PYTHONPATH=str(package))
+    done = subprocess.run(
+        [sys.executable, "-m", "turbocat", "run", str(flow), "--input", '{"email": "a@b.test"}'],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"domain": "b.test"}
+    bare = subprocess.run(
+        [sys.executable, "-m", "turbocat", "run", str(flow), "--input", "{}"],
+        env=env | {"PYTHONPATH": ""}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert bare.returncode != 0 and "acme.enrich" in bare.stderr

@@ -406,7 +406,7 @@ async def _prepare(
     from turbocat.db.engine import TenantContext
     from turbocat.domain.access import Principal
     from turbocat.domain.enums import MemberRole, TriggerType
-    from turbocat.services import audit, auth, executions, organizations, workflows
+    from turbocat.services import audit, auth, components, executions, organizations, workflows
 
     meta = audit.RequestMeta(user_agent="turbocat-cli run")
     now = ctx.clock()
@@ -418,6 +418,8 @@ async def _prepare(
         org = await organizations.create_organization_row(
             session, name=LOCAL_ORG, owner=user, now=now, meta=meta
         )
+        # The custom components installed here, so that steps naming them resolve on save.
+        await components.register_served(session, ctx.served_components().specs(), now)
     principal = Principal(user_id=user.id, organization_id=org.id, role=MemberRole.OWNER)
     tenant = TenantContext(organization_id=org.id, user_id=user.id)
     async with ctx.db.transaction(tenant) as session:
@@ -425,7 +427,7 @@ async def _prepare(
             session, principal, values=dict(workflow.values), settings=ctx.settings, now=now,
             meta=meta,
         )  # fmt: skip
-        plan = ctx.plans.get(row.id, row.updated_at.isoformat(), row.definition, row.task_queue)
+        plan = await ctx.plans.load(session, row)  # with custom steps' component queues
         execution = await executions.start(
             session, principal, row.id, input_data=data, trigger_type=TriggerType.MANUAL,
             trigger_data={"source": "turbocat run"}, plans=ctx.plans, notify=ctx.notifier.notify,
