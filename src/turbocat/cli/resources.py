@@ -1,4 +1,4 @@
-"""User verbs over the REST API (through the SDK): workflows and agents.
+"""User verbs over the REST API (through the SDK): workflows, agents and usage.
 
 They talk to a running server: ``--url``/``TURBOCAT_URL`` (default http://127.0.0.1:8420) with
 ``--api-key``/``TURBOCAT_API_KEY``.
@@ -177,3 +177,55 @@ def api(
     )
     if response.content:
         typer.echo(response.text)
+
+
+METRICS = (
+    "workflow_executions",
+    "ai_tokens_used",
+    "api_calls_made",
+    "storage_gb",
+    "active_users",
+    "active_workflows",
+)
+
+
+def usage(
+    from_: str = typer.Option(
+        None, "--from", help="First UTC day, YYYY-MM-DD [default: the 1st of this month]"
+    ),
+    to: str = typer.Option(None, "--to", help="The UTC day after the last [default: tomorrow]"),
+    metric: list[str] = typer.Option([], "--metric", "-m", help=f"One of {', '.join(METRICS)}"),
+    granularity: str = typer.Option("day", "--granularity", "-g", help="day or month"),
+    as_json: bool = typer.Option(False, "--json", help="Print the API's JSON answer"),
+    url: str = UrlOpt,
+    api_key: str = KeyOpt,
+) -> None:
+    """Usage of the key's organization: totals, then one row per metric and day (or month).
+    Needs a key with usage:read made by an owner or admin."""
+    unknown = [m for m in metric if m not in METRICS]
+    if unknown:
+        raise fail(f"unknown metric {unknown[0]!r}; use one of {', '.join(METRICS)}")
+    if granularity not in ("day", "month"):
+        raise fail("--granularity is day or month")
+    body = _call(
+        url, api_key,
+        lambda c: c.usage(from_=from_, to=to, metrics=metric or None, granularity=granularity),
+    )  # fmt: skip
+    if as_json:
+        typer.echo(json.dumps(body, indent=2))
+        return
+    console.print(f"usage from {body['from']} to {body['to']} (excluded), by {body['granularity']}")
+    totals = Table("metric", "total")
+    for name, value in body["totals"].items():
+        totals.add_row(name, _quantity(value))
+    console.print(totals)
+    rows = Table("period", "metric", "quantity")
+    for point in body["data"]:
+        period = point["period_start"][: 7 if body["granularity"] == "month" else 10]
+        rows.add_row(period, point["metric"], _quantity(point["quantity"]))
+    if body["data"]:
+        console.print(rows)
+
+
+def _quantity(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:.4f}"

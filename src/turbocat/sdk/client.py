@@ -82,6 +82,29 @@ class Client:
         response = self.request(method, path, **kwargs)
         return response.json() if response.content else None
 
+    def usage(
+        self,
+        *,
+        from_: str | None = None,
+        to: str | None = None,
+        metrics: list[str] | None = None,
+        granularity: str = "day",
+    ) -> dict[str, Any]:
+        """The organization's usage (``GET /usage``; owners and admins, or a key with
+        ``usage:read``). ``from_``/``to`` are UTC dates (YYYY-MM-DD, ``to`` excluded)."""
+        params: dict[str, Any] = {"granularity": granularity}
+        if from_:
+            params["from"] = from_
+        if to:
+            params["to"] = to
+        if metrics:
+            params["metric"] = metrics
+        return dict(self.json("GET", "/usage", params=params))
+
+    def subscription(self) -> dict[str, Any]:
+        """The organization's plan, limits, quota use this month and subscription."""
+        return dict(self.json("GET", "/subscription"))
+
     def paginate(self, path: str, params: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
         """Every item of a cursor-paginated list."""
         query = dict(params or {})
