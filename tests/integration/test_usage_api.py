@@ -5,6 +5,7 @@ refuses clearly and writes nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from collections.abc import Iterator
@@ -281,3 +282,23 @@ async def test_an_exhausted_token_quota_fails_llm_steps_before_the_model_is_call
     assert error["type"] == "token_quota_exceeded", error
     assert "40 AI tokens per month" in error["message"] and "resets at" in error["message"]
     assert len(fake.bodies) == 1  # the model was not asked again
+
+
+async def test_concurrent_starts_do_not_pass_the_execution_quota(
+    client: httpx.AsyncClient, operator_db: Database
+) -> None:
+    owner = await signup(client, "race@example.com")
+    wf = (await post(client, owner, "/api/v1/workflows",
+                     {"name": "r", "definition": DOUBLE, "status": "active"}))["id"]  # fmt: skip
+
+    async def start(n: int) -> int:
+        r = await client.post(f"/api/v1/workflows/{wf}/executions", headers=owner.headers,
+                              json={"input": {"n": n}})  # fmt: skip
+        return r.status_code
+
+    statuses = await asyncio.gather(*(start(n) for n in range(14)))
+    assert sorted(statuses) == [202] * 6 + [403] * 8, statuses
+    async with operator_db.transaction() as session:
+        count = (await session.execute(select(func.count()).select_from(ExecutionRow))).scalar()
+    assert count == 6
+    assert (await records(operator_db, owner.org_id))[UsageMetric.WORKFLOW_EXECUTIONS] == 6
