@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anyio.to_thread
 import httpx
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -245,3 +246,41 @@ async def test_json_logs_carry_request_and_execution_ids(
     said = next(e for e in lines if e["message"] == "something to say")
     assert said["request_id"] == "req-123" and said["level"] == "warning"
     assert "execution_id" not in said
+
+
+async def test_a_worker_serves_its_own_slots_and_steps_over_http(
+    client: httpx.AsyncClient, app_context: AppContext
+) -> None:
+    from turbocat.engine import worker_metrics
+
+    owner = await signup(client, "wm@example.com")
+    failing = {"steps": [data_step("bad", query="[[[")]}
+    await start(client, owner, TWO_STEPS)
+    await start(client, owner, failing)
+    worker = app_context.worker()
+    await worker.drain()
+    server = worker_metrics.serve(worker, 0)  # any free port on 127.0.0.1
+    try:
+        async with httpx.AsyncClient() as http:
+            r = await http.get(f"http://127.0.0.1:{server.port}/metrics")
+    finally:
+        await anyio.to_thread.run_sync(server.close)
+    found = samples(r.text)
+    assert found[("turbocat_worker_process_steps_total", (("outcome", "succeeded"),))] == 2
+    assert found[("turbocat_worker_process_steps_total", (("outcome", "failed"),))] == 1
+    assert found[("turbocat_worker_process_slots", (("state", "total"),))] == 8
+    assert found[("turbocat_worker_process_slots", (("state", "busy"),))] == 0
+
+
+def test_tracing_is_off_unless_an_exporter_is_chosen() -> None:
+    from turbocat.config import OtelSettings
+
+    assert not tracing.from_settings(OtelSettings()).enabled
+    console = tracing.from_settings(OtelSettings(exporter="console"))
+    try:
+        assert console.enabled
+    finally:
+        console.shutdown()
+    execution = uuid.uuid4()
+    trace_id, span_id = tracing.execution_ids(execution)
+    assert trace_id == execution.int and span_id == execution.int & (2**64 - 1)

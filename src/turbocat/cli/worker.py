@@ -20,6 +20,16 @@ def worker(
     concurrency: int = typer.Option(
         None, "--concurrency", "-c", min=1, help="Steps run at once [default: setting]"
     ),
+    metrics_port: int = typer.Option(
+        None,
+        "--metrics-port",
+        min=0,
+        max=65535,
+        help="Serve this worker's Prometheus metrics (slots, steps run) on this port",
+    ),
+    metrics_host: str = typer.Option(
+        "127.0.0.1", "--metrics-host", help="Interface of the metrics port"
+    ),
 ) -> None:
     """Run a worker: claim ready steps of the given queues, run them, record the outcomes.
     Stateless: stop or kill it at any moment; its unfinished steps run again elsewhere.
@@ -62,10 +72,18 @@ def worker(
             )
         for line in served.errors:
             console.print(f"component not loaded: {line}", markup=False)
+        the_worker = ctx.worker(config)
+        metrics = None
+        if metrics_port is not None:
+            from turbocat.engine import worker_metrics
+
+            metrics = worker_metrics.serve(the_worker, metrics_port, metrics_host)
         try:
             # Events are dispatched by every worker; each event starts a subscriber once.
-            await asyncio.gather(ctx.worker(config).run(stop), ctx.dispatcher().run(stop))
+            await asyncio.gather(the_worker.run(stop), ctx.dispatcher().run(stop))
         finally:
+            if metrics is not None:
+                metrics.close()
             await ctx.close()
 
     asyncio.run(main())

@@ -119,6 +119,8 @@ class Worker:
         self._cancel_pending = False
         self._last_cancel_check = 0.0
         self._last_signal_check = 0.0
+        self.steps_run: dict[str, int] = {}
+        """Step attempts this worker recorded, by outcome (its own metrics endpoint)."""
         self._listener = signals.Listener(db, [signals.READY, signals.CANCEL], self._on_signal)
 
     def _on_signal(self, channel: str, payload: str) -> None:
@@ -483,6 +485,8 @@ class Worker:
             return
         if recorded.lost_lease:
             log.warning("step run %s lost its lease; its result was discarded", run_id)
+        kind = "lost" if recorded.lost_lease else "failed" if outcome.failure else "succeeded"
+        self.steps_run[kind] = self.steps_run.get(kind, 0) + 1
         if recorded.finished and recorded.execution is not None:
             self._trace_execution(recorded.execution)
         for run, loaded in successors:
