@@ -117,6 +117,7 @@ def test_steps_wait_for_a_worker_that_has_their_component(
     time.sleep(1.0)  # five of its polls
     step = next(s for s in detail()["steps"] if s["step_key"] == "enrich")
     assert (step["status"], step["started_at"]) == ("ready", None), bare_log.read_text()
+    assert "has not loaded" not in bare_log.read_text()  # not even claimed and given back
 
     # A worker of queue acme with the package runs it.
     acme_log = start("acme", ["worker", "-q", "acme", "-q", "default", "-c", "2"], with_package)

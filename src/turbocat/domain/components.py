@@ -7,8 +7,10 @@ stored as rows without an organization (``services.components.sync_builtin_compo
 ``workflow_steps.component_id`` and activity statistics can point at them.
 
 User-registered components have kind ``custom``: a Python callable named by
-``implementation_path`` (``package.module:function``), served by workers on a task queue. The API
-only checks the path's shape; it never imports or runs it.
+``implementation_path`` (``package.module:function``), served by workers on a task queue. Workers
+register the ones their entry points provide (``CustomComponent``, system-level rows); an
+organization may register metadata too. The API only checks the path's shape; it never imports
+or runs it.
 """
 
 from __future__ import annotations

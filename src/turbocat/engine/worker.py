@@ -195,7 +195,7 @@ class Worker:
     async def _give_back(self, run_id: uuid.UUID, epoch: int) -> None:
         async with self.db.transaction(SYSTEM) as session:
             await custom.release(session, run_id, epoch, self.clock())
-        log.info("step run %s needs a custom component this worker has not loaded", run_id)
+        log.warning("step run %s needs a custom component this worker has not loaded", run_id)
 
     async def _deregister(self) -> None:
         now = self.clock()

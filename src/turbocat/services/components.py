@@ -224,7 +224,7 @@ async def get(
     principal.require_access("components", write=for_write)
     row: ComponentRow = await fetch_shared(
         session, principal, ComponentRow, component_id, kind="component", for_write=for_write,
-        builtin_message="built-in components cannot be changed",
+        builtin_message="built-in and worker-registered components cannot be changed here",
     )  # fmt: skip
     return row
 

@@ -85,8 +85,10 @@ class AgentPromptRow(IdMixin, TimestampMixin, OptionalTenantMixin, CreatedByMixi
 class ComponentRow(IdMixin, TimestampMixin, OptionalTenantMixin, CreatedByMixin, Base):
     """What a step can run (seed 003): a built-in kind or a user-registered implementation.
 
-    ``organization_id`` NULL marks a built-in component. Custom components are Python callables
-    (``implementation_path`` = ``package.module:function``) served by workers on ``task_queue``.
+    ``organization_id`` NULL marks a platform-wide row: a built-in kind, or a ``custom``
+    component a worker registered from its entry points. Custom components are Python callables
+    (``implementation_path`` = ``package.module:function``) served by workers on ``task_queue``
+    (docs/components.md).
     """
 
     __tablename__ = "components"
