@@ -502,3 +502,26 @@ async def test_a_workflow_that_starts_itself_stops_at_the_depth_limit(
     deepest = chain[-1]["steps"][0]
     assert deepest["error"]["type"] == "child_depth_exceeded"
     assert "3 levels" in deepest["error"]["message"]
+
+
+async def test_a_step_may_name_a_declared_child_with_its_close_policy(
+    client: httpx.AsyncClient, worker: Worker
+) -> None:
+    owner = await signup(client, "declared@example.com")
+    await create(client, owner, "Hold", HOLD)
+    parent = await create(
+        client,
+        owner,
+        "declares",
+        {
+            "child_workflows": [
+                {"name": "holder", "workflow": "hold", "parent_close_policy": "abandon"}
+            ],
+            "steps": [child_step("call", workflow="holder")],
+        },
+    )
+    execution_id = await start(client, owner, parent["id"])
+    await worker.drain()
+    (child,) = await children_of(client, owner, execution_id)
+    await client.post(f"/api/v1/executions/{execution_id}/cancel", headers=owner.headers)
+    assert (await get(client, owner, child["id"]))["status"] == "waiting"  # abandoned

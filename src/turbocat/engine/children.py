@@ -11,6 +11,7 @@ while a retry of the step (a new attempt) starts a fresh child.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 from typing import Any
@@ -19,10 +20,11 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from turbocat.db.models import ExecutionRow, StepRunRow, WorkflowRow
+from turbocat.domain import events
 from turbocat.domain.enums import ExecutionStatus, ParentClosePolicy, WorkflowStatus
 from turbocat.domain.errors import NotFound, TurbocatError, ValidationFailed
 from turbocat.engine.agents.workflow import ChildRequest
-from turbocat.engine.plan import PlanCache
+from turbocat.engine.plan import Plan, PlanCache
 from turbocat.engine.runner import StepFailure, StepOutcome
 from turbocat.services import executions, versions
 
@@ -92,17 +94,29 @@ async def resolve(
     return next((r for r in rows if r.status == WorkflowStatus.ACTIVE), rows[0])
 
 
+def declared(request: ChildRequest, plan: Plan) -> ChildRequest:
+    """A step may name a child the definition declares (``child_workflows``, seed 003) by its
+    local name: the declaration's workflow and parent close policy then apply."""
+    found = next((c for c in plan.definition.child_workflows if c.name == request.workflow), None)
+    if found is None:
+        return request
+    policy = ParentClosePolicy(found.parent_close_policy.value)
+    return dataclasses.replace(request, workflow=found.workflow, parent_close_policy=policy)
+
+
 async def start(
     session: AsyncSession,
     parent: ExecutionRow,
     run: StepRunRow,
     request: ChildRequest,
+    plan: Plan,
     plans: PlanCache,
     now: dt.datetime,
 ) -> StepOutcome | None:
     """Start the child of workflow step ``run`` (now ``waiting``). Returns the step's outcome
     when it ends at once (fire and forget, a child that cannot start, one that already ended),
     else None: the step waits and the child's end completes it."""
+    request = declared(request, plan)
     depth = depth_of(parent) + 1
     if depth > request.max_depth:
         return _refused(
@@ -118,6 +132,9 @@ async def start(
                 "parent_execution_id": str(parent.id), "parent_step_key": run.step_key,
                 "parent_step_run_id": str(run.id), "wait": request.wait, "depth": depth,
                 "parent_close_policy": request.parent_close_policy.value,
+                events.CHILD_CHAIN_KEY: events.chain_depth(
+                    parent.trigger_data or {}, child=parent.parent_execution_id is not None
+                ),
             },
             plans=plans, notify=_nothing, now=now, user_id=parent.user_id,
             api_key_id=parent.api_key_id, idempotency_key=f"{run.idempotency_key}:{run.attempt}",

@@ -1116,7 +1116,7 @@ async def _start_child(
         failure = StepFailure("child_not_started", "the execution is being cancelled", False)
         ended: StepOutcome | None = StepOutcome(failure=failure)
     else:
-        ended = await children.start(session, execution, run, outcome.child, _PLANS, now)
+        ended = await children.start(session, execution, run, outcome.child, plan, _PLANS, now)
     if ended is None:
         timeout = plan.steps[run.step_key].timeout_ms
         if timeout is not None and run.started_at is not None:
