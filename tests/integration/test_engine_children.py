@@ -525,3 +525,32 @@ async def test_a_step_may_name_a_declared_child_with_its_close_policy(
     (child,) = await children_of(client, owner, execution_id)
     await client.post(f"/api/v1/executions/{execution_id}/cancel", headers=owner.headers)
     assert (await get(client, owner, child["id"]))["status"] == "waiting"  # abandoned
+
+
+async def test_a_failing_parent_terminates_its_fire_and_forget_child(
+    client: httpx.AsyncClient, worker: Worker
+) -> None:
+    owner = await signup(client, "pfail@example.com")
+    await create(client, owner, "Hold", HOLD)
+    parent = await create(
+        client,
+        owner,
+        "fails",
+        {
+            "steps": [
+                child_step("go", workflow="hold", wait=False),
+                {
+                    "key": "boom",
+                    "type": "agent",
+                    "depends_on": ["go"],
+                    "component": {"kind": "data", "config": {"query": "length(@)"}},
+                    "inputs": {"data": 5},
+                },
+            ]
+        },
+    )
+    execution_id = await start(client, owner, parent["id"])
+    await worker.drain()
+    assert (await get(client, owner, execution_id))["status"] == "failed"
+    (child,) = await children_of(client, owner, execution_id)
+    assert child["status"] == "cancelled" and "terminate" in child["error_message"]
