@@ -237,8 +237,20 @@ async def test_an_exhausted_execution_quota_refuses_and_writes_nothing(
     owner = await signup(client, "quota@example.com")
     wf = (await post(client, owner, "/api/v1/workflows",
                      {"name": "q", "definition": DOUBLE, "status": "active"}))["id"]  # fmt: skip
-    for n in range(6):
+    hold = (await post(client, owner, "/api/v1/workflows", {
+        "name": "hold", "status": "active", "definition": {
+            "signals": [{"name": "go"}],
+            "steps": [{"key": "hold", "type": "wait", "signal": {"name": "go"}}]}},
+    ))["id"]  # fmt: skip
+    held = await post(client, owner, f"/api/v1/workflows/{hold}/executions", {"input": {}})
+    r = await client.post(f"/api/v1/executions/{held['id']}/cancel", headers=owner.headers)
+    assert r.status_code == 200, r.text
+    rerun = await client.post(f"/api/v1/executions/{held['id']}/rerun", headers=owner.headers)
+    assert rerun.status_code in (201, 202), rerun.text  # a re-run is an execution too
+    for n in range(4):
         await post(client, owner, f"/api/v1/workflows/{wf}/executions", {"input": {"n": n}})
+    r = await client.post(f"/api/v1/executions/{held['id']}/rerun", headers=owner.headers)
+    assert_problem(r, 403, "quota_exceeded")
     r = await client.post(f"/api/v1/workflows/{wf}/executions", headers=owner.headers,
                           json={"input": {"n": 7}})  # fmt: skip
     body = assert_problem(r, 403, "quota_exceeded")
