@@ -23,6 +23,7 @@ from pydantic_settings import (
 from turbocat.domain.enums import Plan
 from turbocat.domain.netpolicy import parse_entries
 from turbocat.domain.plans import DEFAULT_LIMITS, PlanLimits, Quotas
+from turbocat.domain.retention import Kind, Policy
 
 
 def default_home() -> Path:
@@ -315,6 +316,43 @@ class WorkflowRuntimeSettings(BaseModel):
     step with ``child_depth_exceeded``, which stops a workflow that starts itself."""
 
 
+class RetentionSettings(BaseModel):
+    """How long rows are kept (docs/retention.md); each period in days, null keeps forever.
+    An organization overrides any of them with ``turbocat retention set``."""
+
+    logs_days: int | None = Field(default=30, ge=1)
+    """Execution log lines, even of executions still kept."""
+    successful_executions_days: int | None = Field(default=90, ge=1)
+    """Completed executions (with their step runs and logs), from ``completed_at``."""
+    failed_executions_days: int | None = Field(default=180, ge=1)
+    """Failed, timed-out and cancelled executions, from ``completed_at``."""
+    soft_deleted_days: int | None = Field(default=90, ge=1)
+    """Soft-deleted workflows, agents, deployments, API keys, templates and users."""
+    audit_logs_days: int | None = Field(default=365, ge=1)
+    usage_records_days: int | None = Field(default=730, ge=1)
+    """Usage records, from the end of their period."""
+    batch_size: int = Field(default=1000, ge=1, le=100_000)
+    """Rows deleted per transaction, so no table is locked for long."""
+    scheduled: bool = True
+    """Let the scheduler run retention every ``every_hours``."""
+    every_hours: float = Field(default=24.0, gt=0)
+    start_delay_seconds: float = Field(default=300.0, ge=0)
+    """A scheduler's first run waits this long after it starts."""
+
+    def policy(self) -> Policy:
+        """The global defaults as a domain policy."""
+        return Policy(
+            {
+                Kind.LOGS: self.logs_days,
+                Kind.SUCCESSFUL_EXECUTIONS: self.successful_executions_days,
+                Kind.FAILED_EXECUTIONS: self.failed_executions_days,
+                Kind.SOFT_DELETED: self.soft_deleted_days,
+                Kind.AUDIT_LOGS: self.audit_logs_days,
+                Kind.USAGE_RECORDS: self.usage_records_days,
+            }
+        )
+
+
 class MetricsSettings(BaseModel):
     """Prometheus ``GET /metrics`` (docs/operations.md lists the metrics)."""
 
@@ -376,6 +414,7 @@ class Settings(BaseSettings):
     billing: BillingSettings = Field(default_factory=BillingSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     otel: OtelSettings = Field(default_factory=OtelSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     secret_key_file: Path | None = None
     """File holding the credential encryption keys; default $TURBOCAT_HOME/secret-keys.json."""
 

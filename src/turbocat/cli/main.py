@@ -10,6 +10,7 @@ from turbocat.cli import (
     db,
     operations,
     resources,
+    retention,
     run,
     scheduler,
     secrets,
@@ -44,6 +45,7 @@ app.command("usage")(resources.usage)
 app.command("doctor")(operations.doctor)
 app.command("export")(operations.export)
 app.command("import")(operations.import_)
+app.add_typer(retention.app, name="retention")
 
 
 @app.command()

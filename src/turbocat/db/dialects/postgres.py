@@ -1,4 +1,5 @@
-"""PostgreSQL specifics: the application role and the per-transaction tenant settings."""
+"""PostgreSQL specifics: the application role, the per-transaction tenant settings, full-text
+search and advisory locks."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from sqlalchemy import cast as cast_
 from sqlalchemy.dialects.postgresql import ARRAY
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
     from turbocat.db.engine import TenantContext
 
@@ -68,3 +69,14 @@ def tsvector(columns: Sequence[Any]) -> ColumnElement[Any]:
 def full_text_match(columns: Sequence[Any], query: str) -> ColumnElement[bool]:
     ts_query = func.websearch_to_tsquery(literal_column("'english'::regconfig"), query)
     return cast(ColumnElement[bool], tsvector(columns).op("@@")(ts_query))
+
+
+async def try_advisory_lock(conn: AsyncConnection, key: int) -> bool:
+    """Take the session-level advisory lock ``key`` if no other session holds it (it outlives
+    the transaction: ``advisory_unlock`` or closing the connection releases it)."""
+    got = await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key})
+    return bool(got.scalar_one())
+
+
+async def advisory_unlock(conn: AsyncConnection, key: int) -> None:
+    await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
