@@ -66,6 +66,18 @@ def passes(expression: str | None, event: Mapping[str, Any]) -> bool:
         return False
 
 
-def depth_of(payload: Mapping[str, Any]) -> int:
-    depth = payload.get("depth", 0)
+def depth_of(payload: Mapping[str, Any], key: str = "depth") -> int:
+    depth = payload.get(key, 0)
     return depth if isinstance(depth, int) and not isinstance(depth, bool) and depth >= 0 else 0
+
+
+CHILD_CHAIN_KEY = "event_depth"
+"""In a child execution's ``trigger_data``: the event chain depth of its parent (its ``depth``
+there is how deeply it nests)."""
+
+
+def chain_depth(trigger_data: Mapping[str, Any], *, child: bool) -> int:
+    """The event chain depth an execution's ``execution.*`` events carry: its parent's for a
+    child execution (a child is part of its parent's run, so a subscriber started by a child's
+    end cannot reset the chain by starting that child again), else its own trigger's."""
+    return depth_of(trigger_data, CHILD_CHAIN_KEY if child else "depth")

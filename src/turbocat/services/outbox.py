@@ -30,7 +30,8 @@ def execution_ended(session: AsyncSession, execution: ExecutionRow, now: dt.date
     """``execution.completed|failed|timeout|cancelled`` for an execution that just ended.
 
     ``depth`` is the length of the event chain that started the execution (0 unless an event
-    did), so that subscribers can be stopped before a loop runs away."""
+    did; a child execution's is its parent's), so that subscribers can be stopped before a loop
+    runs away."""
     name = events.EXECUTION_ENDED.get(execution.status.value)
     if name is None:
         return
@@ -44,7 +45,9 @@ def execution_ended(session: AsyncSession, execution: ExecutionRow, now: dt.date
             "status": execution.status.value,
             "result": execution.result.value,
             "trigger_type": execution.trigger_type.value,
-            "depth": events.depth_of(execution.trigger_data or {}),
+            "depth": events.chain_depth(
+                execution.trigger_data or {}, child=execution.parent_execution_id is not None
+            ),
             "output": execution.output_data,
             "error": execution.error_message,
             "duration_ms": execution.duration_ms,
