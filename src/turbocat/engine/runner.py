@@ -123,8 +123,13 @@ async def _agent(
     context: Mapping[str, JSONValue],
     call: StepCall | None,
 ) -> StepOutcome:
-    inputs = render_value(dict(step.inputs), context)
-    assert isinstance(inputs, dict)
+    rendered = render_value(
+        step.inputs if isinstance(step.inputs, str) else dict(step.inputs), context
+    )
+    if not isinstance(rendered, dict):  # one template gave the whole inputs: not an object
+        message = f"inputs must render to an object, got {type(rendered).__name__}"
+        return StepOutcome(failure=StepFailure("invalid_input", message, False))
+    inputs: dict[str, Any] = rendered
     limits = Limits()
     if custom.is_custom(step):
         return await _custom(step, inputs, call)

@@ -1,5 +1,12 @@
 """Deployments (seeds 000/001): a workflow or agent version behind an endpoint with its own key.
 
+An agent deployment runs through a hidden single-step workflow (``agent_workflow``), made when
+it starts: kebab name ``deployment-<slug>``, tagged ``workflows.MANAGED_TAG`` (left out of
+listings, plan limits and exports; read-only through the workflows API). Its step names the
+agent version by id, so it runs exactly that version however the agent is edited later, and
+takes the invoke input as its inputs (``"{{ input }}"``); its output is ``{"output": <the
+agent's output>}``, which the endpoint answers unwrapped.
+
 The endpoint key is shown once and stored as its SHA-256 (``api_key_hash``); a request that
 presents it finds the row through the credential row-level-security policy before any tenant is
 known. ``environment_vars`` are sealed with the keyring (registered in
@@ -17,12 +24,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from turbocat.db import tenancy
 from turbocat.db.engine import TenantContext
 from turbocat.db.listing import PageRequest, apply_page
-from turbocat.db.models import DeploymentRow, ExecutionRow, WorkerRow, WorkflowRow
+from turbocat.db.models import AgentRow, DeploymentRow, ExecutionRow, WorkerRow, WorkflowRow
 from turbocat.domain import credentials
 from turbocat.domain import deployments as rules
 from turbocat.domain.access import Principal
@@ -43,7 +51,7 @@ from turbocat.domain.errors import (
 from turbocat.domain.slugs import slugify
 from turbocat.engine.plan import PlanCache
 from turbocat.security.crypto import Keyring, row_aad
-from turbocat.services import agents, audit, executions, outbox, workflows
+from turbocat.services import agents, audit, executions, outbox, versions, workflows
 
 _FIELDS = (
     "name", "slug", "workflow_id", "agent_id", "environment", "status", "config",
@@ -244,7 +252,7 @@ async def act(
     row = await get(session, principal, deployment_id, write=True)
     before = audit.snapshot(row, _FIELDS)
     steps = rules.path(row.status, *ACTIONS[action])
-    if action == "start" and (problem := await _start_problem(session, row)) is not None:
+    if action == "start" and (problem := await _start_problem(session, row, now)) is not None:
         steps = rules.path(row.status, DeploymentStatus.STARTING, DeploymentStatus.FAILED)
         _emit(session, row, row.status, steps[-1], now, reason=problem)
         row.status = steps[-1]
@@ -262,7 +270,12 @@ async def act(
     return row
 
 
-async def _start_problem(session: AsyncSession, row: DeploymentRow) -> str | None:
+async def _start_problem(session: AsyncSession, row: DeploymentRow, now: dt.datetime) -> str | None:
+    if row.agent_id is not None:
+        if await _live_agent(session, row) is None:
+            return "its agent version was deleted"
+        await agent_workflow(session, row, now)
+        return None
     if row.workflow_id is None:
         return None
     workflow = await session.get(WorkflowRow, row.workflow_id)
@@ -304,6 +317,8 @@ async def delete(
     if row.status not in (DeploymentStatus.STOPPED, DeploymentStatus.FAILED):
         raise Conflict(f"stop the deployment first (it is {row.status.value})")
     before = audit.snapshot(row, _FIELDS)
+    if row.agent_id is not None and (hidden := await _find_agent_workflow(session, row)):
+        await versions.soft_delete_lineage(session, WorkflowRow, hidden, now)
     row.deleted_at = now
     row.api_key_hash = None
     row.updated_at = now
@@ -364,16 +379,22 @@ async def invoke(
         raise Unavailable("the deployment is in maintenance", MAINTENANCE_RETRY_AFTER)
     if row.status not in rules.SERVING:
         raise Conflict(f"the deployment is {row.status.value}; start it first")
-    if row.workflow_id is None:
-        raise Conflict("invoking an agent deployment is not supported yet; deploy a workflow")
     if principal is not None:
         principal.require_access("executions", write=True)
-    workflow = await session.get(WorkflowRow, row.workflow_id)
-    if workflow is None or workflow.deleted_at is not None:
-        raise Conflict("the deployed workflow version was deleted")
+    trigger_data = {"deployment_id": str(row.id), "environment": row.environment.value}
+    if row.agent_id is not None:
+        if await _live_agent(session, row) is None:
+            raise Conflict("the deployed agent version was deleted")
+        workflow: WorkflowRow | None = await agent_workflow(session, row, now)
+        trigger_data["agent_id"] = str(row.agent_id)
+    else:
+        workflow = await session.get(WorkflowRow, row.workflow_id)
+        if workflow is None or workflow.deleted_at is not None:
+            raise Conflict("the deployed workflow version was deleted")
+    assert workflow is not None
     started = await executions.launch(
         session, workflow, input_data=input_data, trigger_type=TriggerType.API,
-        trigger_data={"deployment_id": str(row.id), "environment": row.environment.value},
+        trigger_data=trigger_data,
         plans=plans, notify=notify, now=now,
         user_id=principal.user_id if principal else None,
         api_key_id=principal.api_key_id if principal else None,
@@ -382,6 +403,75 @@ async def invoke(
     execution.deployment_id = row.id
     await session.flush()
     return execution
+
+
+# --- agent deployments: the hidden workflow ---------------------------------------------------
+
+AGENT_STEP = "agent"
+"""The key of the one step of an agent deployment's workflow."""
+AGENT_OUTPUT = "output"
+"""The name of that workflow's one output: the step's output."""
+
+
+def agent_document(agent: AgentRow) -> dict[str, Any]:
+    """The definition of an agent deployment's workflow: the agent version by id, the invoke
+    input as its inputs, its output as the workflow's, and the agent's ``parameters`` (its
+    input JSON Schema) as the workflow's input schema, so bad input is a 422 before any run."""
+    doc: dict[str, Any] = {
+        "steps": [
+            {"key": AGENT_STEP, "type": "agent", "agent": str(agent.id), "inputs": "{{ input }}"}
+        ],
+        "outputs": {AGENT_OUTPUT: f"{{{{ steps.{AGENT_STEP}.output }}}}"},
+    }
+    schema = agent.parameters or {}
+    if schema and schema.get("type", "object") == "object":
+        doc["inputs"] = schema
+    return doc
+
+
+def _agent_kebab(row: DeploymentRow) -> str:
+    return f"deployment-{row.slug}"
+
+
+async def _live_agent(session: AsyncSession, row: DeploymentRow) -> AgentRow | None:
+    agent = await session.get(AgentRow, row.agent_id)
+    if agent is None or agent.deleted_at is not None:
+        return None
+    return agent
+
+
+async def _find_agent_workflow(session: AsyncSession, row: DeploymentRow) -> WorkflowRow | None:
+    stmt = select(WorkflowRow).where(
+        WorkflowRow.organization_id == row.organization_id,
+        WorkflowRow.kebab_name == _agent_kebab(row),
+    )
+    return (await session.execute(stmt.limit(1))).scalar_one_or_none()
+
+
+async def agent_workflow(
+    session: AsyncSession, row: DeploymentRow, now: dt.datetime
+) -> WorkflowRow | None:
+    """The hidden workflow an agent deployment runs, made on first need (its start; an
+    invocation of a deployment started before agent deployments could run). None when the
+    agent version is gone. Two concurrent makers: the loser's insert fails on the unique
+    (organization, kebab name, version) inside a savepoint and it reads the winner's."""
+    found = await _find_agent_workflow(session, row)
+    if found is not None:
+        return found
+    agent = await _live_agent(session, row)
+    if agent is None:
+        return None
+    try:
+        async with session.begin_nested():
+            return await workflows.create_managed(
+                session, organization_id=row.organization_id, created_by_id=row.created_by_id,
+                name=f"Deployment {row.name}", kebab_name=_agent_kebab(row),
+                description=f"Runs agent {agent.name!r} version {agent.version} for deployment "
+                f"{row.id}; managed by the deployment.",
+                document=agent_document(agent), agents_by_ref={str(agent.id): agent}, now=now,
+            )  # fmt: skip
+    except IntegrityError:
+        return await _find_agent_workflow(session, row)
 
 
 async def record_request(

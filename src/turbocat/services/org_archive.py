@@ -179,7 +179,12 @@ async def export_organization(
     workflow_rows = await _rows(
         session,
         select(WorkflowRow)
-        .where(WorkflowRow.organization_id == oid, versions.is_latest(WorkflowRow))
+        .where(
+            WorkflowRow.organization_id == oid,
+            versions.is_latest(WorkflowRow),
+            # agent deployments' hidden workflows: deployments are not exported
+            workflow_service.visible(session.get_bind().dialect.name),
+        )
         .order_by(WorkflowRow.kebab_name),
     )
     kebab_of = {row.id: row.kebab_name for row in all_workflows}

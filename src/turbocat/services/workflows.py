@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, exists, func, select
+from sqlalchemy import ColumnElement, delete, exists, func, not_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from turbocat.config import Settings
@@ -38,6 +38,11 @@ from turbocat.domain.triggers import validate_trigger_config
 from turbocat.services import agents, audit, components, trigger_schedules, versions
 
 KEBAB = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+RESERVED_TAG_PREFIX = "turbocat:"
+"""Tags the platform sets itself; a person cannot."""
+MANAGED_TAG = RESERVED_TAG_PREFIX + "deployment"
+"""Marks the hidden single-step workflow an agent deployment runs (``services.deployments``):
+left out of listings, plan limits and exports, and read-only through the workflows API."""
 VERSIONED_FIELDS = frozenset(
     {"definition", "trigger_config", "task_queue", "max_concurrent_executions",
      "execution_timeout_seconds"}
@@ -205,9 +210,22 @@ def _clean(values: dict[str, Any]) -> dict[str, Any]:
             raise ValidationFailed.field(("body", "name"), "must not be blank")
     if "tags" in values:
         values["tags"] = sorted({t.strip().lower() for t in values["tags"] or [] if t.strip()})
+        if any(t.startswith(RESERVED_TAG_PREFIX) for t in values["tags"]):
+            raise ValidationFailed.field(
+                ("body", "tags"), f"tags starting with {RESERVED_TAG_PREFIX!r} are reserved"
+            )
     if "trigger_config" in values:
         values["trigger_config"] = validate_trigger_config(values["trigger_config"] or {})
     return values
+
+
+def visible(dialect: str) -> ColumnElement[bool]:
+    """Workflows people made (not the hidden ones agent deployments run)."""
+    return not_(tags_any(dialect, WorkflowRow.tags, [MANAGED_TAG]))
+
+
+def is_managed(row: WorkflowRow) -> bool:
+    return MANAGED_TAG in (row.tags or [])
 
 
 def _audit(
@@ -233,7 +251,11 @@ async def _check_plan(session: AsyncSession, principal: Principal, settings: Set
         await session.execute(
             select(func.count())
             .select_from(WorkflowRow)
-            .where(WorkflowRow.organization_id == org.id, WorkflowRow.parent_id.is_(None))
+            .where(
+                WorkflowRow.organization_id == org.id,
+                WorkflowRow.parent_id.is_(None),
+                visible(session.get_bind().dialect.name),
+            )
         )
     ).scalar_one()
     plans.check(org.plan, settings.plan_limits(org.plan), "workflows", int(lineages))
@@ -296,6 +318,42 @@ async def create(
     return row
 
 
+async def create_managed(
+    session: AsyncSession,
+    *,
+    organization_id: uuid.UUID,
+    created_by_id: uuid.UUID | None,
+    name: str,
+    kebab_name: str,
+    description: str,
+    document: Mapping[str, Any],
+    agents_by_ref: dict[str, AgentRow],
+    now: dt.datetime,
+) -> WorkflowRow:
+    """An active workflow the platform owns (``MANAGED_TAG``), made from a definition it wrote
+    and the agents it names: no principal, no plan limit, no audit entry (the owning change
+    writes its own). The caller resolved ``agents_by_ref`` in ``organization_id``."""
+    defn = definitions.validate_definition(document, resolve_agent=agents_by_ref.__contains__)
+    row = WorkflowRow(
+        organization_id=organization_id,
+        created_by_id=created_by_id,
+        name=name[:255],
+        kebab_name=kebab_name,
+        description=description,
+        status=WorkflowStatus.ACTIVE,
+        version=1,
+        definition=definitions.canonical_document(defn),
+        tags=[MANAGED_TAG],
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(row)
+    await session.flush()
+    session.add_all(_step_rows(row, defn, Resolved(agents_by_ref)))
+    await session.flush()
+    return row
+
+
 async def get(
     session: AsyncSession, principal: Principal, workflow_id: uuid.UUID, *, for_write: bool = False
 ) -> WorkflowRow:
@@ -306,6 +364,11 @@ async def get(
         raise NotFound("workflow", workflow_id)
     if row.organization_id != principal.organization_id and (for_write or not row.is_public):
         raise NotFound("workflow", workflow_id)
+    if for_write and is_managed(row):
+        raise Conflict(
+            "this workflow runs an agent deployment and is managed by it; change the deployment "
+            "or the agent instead"
+        )
     return row
 
 
@@ -431,6 +494,7 @@ async def list_workflows(
         stmt = stmt.where(WorkflowRow.organization_id == principal.organization_id)
     if not filters.all_versions:
         stmt = stmt.where(versions.is_latest(WorkflowRow))
+    stmt = stmt.where(visible(dialect))
     for column, value in (
         (WorkflowRow.status, filters.status),
         (WorkflowRow.category, filters.category),

@@ -1,4 +1,5 @@
-"""Deployments: a workflow version behind an endpoint with its own key, and its lifecycle.
+"""Deployments: a workflow or agent version behind an endpoint with its own key, and its
+lifecycle.
 
 Invoking runs outside the request's usual single transaction: the execution is started and
 committed first (so a worker can run it), the request then waits for it without holding a
@@ -114,7 +115,8 @@ async def delete_deployment(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-_INVOKE_DOC = """Run the deployed workflow version with ``input``. Authenticate with the
+_INVOKE_DOC = """Run the deployed workflow or agent version with ``input`` (an agent
+deployment answers the agent's own output as ``output``). Authenticate with the
 deployment's own key (``Authorization: Bearer tcd_...``) or an organization token or API key
 with ``executions:write``. With ``wait`` (default) the answer is the output once the execution
 ends (200), or 202 with the execution id if it runs longer than ``timeout_seconds``. A stopped
@@ -206,9 +208,12 @@ async def _invoke(
             now=now,
         )  # fmt: skip
         org_id, dep_id, execution_id = row.organization_id, row.id, execution.id
-        result = _result(execution, dep_id)
+        agent = row.agent_id is not None
+        result = _result(execution, dep_id, agent)
     if body.wait:
-        result = await _wait(ctx, org_id, dep_id, execution_id, body.timeout_seconds) or result
+        result = (
+            await _wait(ctx, org_id, dep_id, execution_id, body.timeout_seconds, agent) or result
+        )
     elapsed = int((time.monotonic() - started) * 1000)
     async with ctx.db.transaction(TenantContext(organization_id=org_id)) as session:
         await deployments.record_request(
@@ -218,8 +223,11 @@ async def _invoke(
     return JSONResponse(result.model_dump(mode="json"), status_code=code)
 
 
-def _result(row: ExecutionRow, deployment_id: uuid.UUID) -> InvokeResult:
+def _result(row: ExecutionRow, deployment_id: uuid.UUID, agent: bool) -> InvokeResult:
+    """``agent``: an agent deployment, whose workflow's one output is the agent's output."""
     output: Any = row.output_data if row.status in EXECUTION_TERMINAL else None
+    if agent and isinstance(output, dict):
+        output = output.get(deployments.AGENT_OUTPUT)
     return InvokeResult(
         execution_id=row.id, deployment_id=deployment_id, status=row.status, output=output,
         error=row.error_message, duration_ms=row.duration_ms,
@@ -232,6 +240,7 @@ async def _wait(
     deployment_id: uuid.UUID,
     execution_id: uuid.UUID,
     seconds: float,
+    agent: bool,
 ) -> InvokeResult | None:
     """The result once the execution ended, or as it is when ``seconds`` ran out."""
     deadline = time.monotonic() + seconds
@@ -240,7 +249,7 @@ async def _wait(
     while True:
         async with ctx.db.transaction(context, readonly=True) as session:
             row = await session.get(ExecutionRow, execution_id)
-            result = _result(row, deployment_id) if row is not None else None
+            result = _result(row, deployment_id, agent) if row is not None else None
         left = deadline - time.monotonic()
         if result is None or result.status in EXECUTION_TERMINAL or left <= 0:
             return result

@@ -50,6 +50,9 @@ class ExecutionRead(ReadModel):
         description="the execution whose workflow step started this one as a child"
     )
     parent_step_key: str | None = Field(description="that workflow step's key")
+    deployment_id: uuid.UUID | None = Field(
+        description="the deployment whose endpoint started this execution"
+    )
     created_at: dt.datetime
 
 

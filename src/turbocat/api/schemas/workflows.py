@@ -104,7 +104,7 @@ class WorkflowStepRead(ReadModel):
     canvas_position: dict[str, Any] | None
     agent_id: uuid.UUID | None
     config: dict[str, Any]
-    inputs: dict[str, Any]
+    inputs: dict[str, Any] | str
     depends_on: list[str]
     when_label: str | None
     join_mode: str

@@ -54,7 +54,8 @@ async def set_tenant(session: AsyncSession, context: TenantContext) -> None:
 
 def array_overlaps(column: Any, values: Sequence[str]) -> ColumnElement[bool]:
     """``tags && ARRAY[...]``: served by the GIN index on the column."""
-    return cast(ColumnElement[bool], column.op("&&")(cast_(list(values), ARRAY(Text()))))
+    overlaps = column.op("&&", is_comparison=True)  # a boolean, so that it can be negated
+    return cast(ColumnElement[bool], overlaps(cast_(list(values), ARRAY(Text()))))
 
 
 def tsvector(columns: Sequence[Any]) -> ColumnElement[Any]:

@@ -163,7 +163,8 @@ class WorkflowStepRow(IdMixin, TimestampMixin, TenantMixin, Base):
     canvas_position: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
     """``{"x": ..., "y": ...}`` on the canvas (seeds 002/003 nodes)."""
     config: Mapped[dict[str, Any]] = mapped_column(JSONDoc, default=dict)
-    inputs: Mapped[dict[str, Any]] = mapped_column(JSONDoc, default=dict)
+    inputs: Mapped[dict[str, Any] | str] = mapped_column(JSONDoc, default=dict)
+    """Inputs by name, or the one template yielding them (``"{{ input }}"``)."""
     outputs: Mapped[dict[str, Any]] = mapped_column(JSONDoc, default=dict)
     depends_on: Mapped[list[str]] = mapped_column(StrList, default=list)
     when_label: Mapped[str | None] = mapped_column(String(100))

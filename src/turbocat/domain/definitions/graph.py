@@ -140,7 +140,8 @@ class StepRecord:
     canvas_position: dict[str, float] | None
     config: dict[str, JSONValue]
     """The type-specific part of the step (component, branches, over/body, wait target...)."""
-    inputs: dict[str, JSONValue]
+    inputs: dict[str, JSONValue] | str
+    """An agent step's inputs by name, or the one template yielding them."""
     depends_on: list[str]
     when_label: str | None
     join: str
@@ -175,6 +176,12 @@ def _config(step: AnyStep) -> dict[str, JSONValue]:
     return config
 
 
+def _inputs(step: AnyStep) -> dict[str, JSONValue] | str:
+    if not isinstance(step, AgentStep):
+        return {}
+    return step.inputs if isinstance(step.inputs, str) else dict(step.inputs)
+
+
 def _record(step: AnyStep, position: int, graph: Graph) -> StepRecord:
     retry = step.retry or RetryPolicy()
     return StepRecord(
@@ -184,7 +191,7 @@ def _record(step: AnyStep, position: int, graph: Graph) -> StepRecord:
         position=position,
         canvas_position=step.position.model_dump() if step.position else None,
         config=_config(step),
-        inputs=dict(step.inputs) if isinstance(step, AgentStep) else {},
+        inputs=_inputs(step),
         depends_on=list(step.depends_on),
         when_label=step.when,
         join=step.join.value,

@@ -165,8 +165,9 @@ class AgentStep(_StepBase):
     """Id or name of a saved agent, resolved in the workflow's organization."""
     component: ComponentSpec | None = None
     """Inline component configuration."""
-    inputs: JSONObject = Field(default_factory=dict)
-    """Input values by name; strings may hold {{ expressions }}."""
+    inputs: JSONObject | Template = Field(default_factory=dict)
+    """Input values by name, strings may hold {{ expressions }}; or one template yielding the
+    whole object (``"{{ input }}"`` passes the execution input through as it is)."""
 
     @model_validator(mode="after")
     def _exactly_one_runner(self) -> AgentStep:
