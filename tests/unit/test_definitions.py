@@ -702,3 +702,23 @@ def test_model_is_immutable_and_strict() -> None:
     assert isinstance(
         WorkflowDefinition.model_validate_json(json.dumps(linear(1))), WorkflowDefinition
     )
+
+
+async def test_inputs_may_be_one_template_yielding_the_object() -> None:
+    from turbocat.engine.runner import run_step
+
+    doc = {
+        "steps": [
+            {"key": "a", "type": "agent", "inputs": "{{ input }}",
+             "component": {"kind": "data", "config": {"query": "values"}}},
+        ],
+    }  # fmt: skip
+    defn = validate_definition(doc)
+    step = defn.steps[0]
+    assert materialize_steps(defn)[0].inputs == "{{ input }}"
+    ok = await run_step(step, {"input": {"values": [1, 2]}})
+    assert ok.failure is None and ok.output == [1, 2] and ok.rendered_input == {"values": [1, 2]}
+    bad = await run_step(step, {"input": [1]})  # not an object: the step fails, said so
+    assert bad.failure is not None and bad.failure.type == "invalid_input"
+    with pytest.raises(ValidationFailed, match="unknown step"):
+        validate_definition({**doc, "steps": [{**doc["steps"][0], "inputs": "{{ steps.zz }}"}]})
