@@ -168,3 +168,15 @@ async def test_a_step_no_live_worker_serves_waits_visibly(client: httpx.AsyncCli
     assert (body["status"], step["status"], step["queue"]) == ("running", "ready", "gpu")
     assert step["status_detail"] == "waiting for a worker serving queue gpu"
     assert body["waiting_for_workers"] == ["gpu"]
+
+
+async def test_a_custom_step_in_a_loop_body_runs_per_item(client: httpx.AsyncClient) -> None:
+    owner = await signup(client, "loop@example.com")
+    body = custom("add", "acme.add", {"a": "{{ item }}", "b": "{{ index }}"})
+    loop = {"key": "each", "type": "loop", "over": "{{ input.items }}", "body": body,
+            "max_concurrency": 3}  # fmt: skip
+    done = await run(client, owner, [loop], {"items": [10, 20, 30, 40]})
+    assert done["status"] == "completed", done
+    each = next(s for s in done["steps"] if s["step_key"] == "each")
+    assert each["output"] == [{"sum": 10}, {"sum": 21}, {"sum": 32}, {"sum": 43}]
+    assert {s["queue"] for s in done["steps"] if s["step_key"] == "add"} == {"acme"}
