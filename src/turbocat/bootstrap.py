@@ -12,7 +12,7 @@ from turbocat.config import Settings
 from turbocat.db.engine import Database
 from turbocat.engine import custom
 from turbocat.engine.plan import PlanCache
-from turbocat.engine.scheduler import Scheduler, SchedulerConfig
+from turbocat.engine.scheduler import RetentionJob, Scheduler, SchedulerConfig
 from turbocat.engine.worker import Notifier, Worker, WorkerConfig
 from turbocat.security.crypto import KeyringSource
 from turbocat.security.passwords import PasswordHasher
@@ -89,10 +89,22 @@ class AppContext:
             health_window=dt.timedelta(seconds=conf.health_window_seconds),
             heartbeat_timeout=dt.timedelta(seconds=conf.worker_heartbeat_timeout_seconds),
             usage_gauges_every=dt.timedelta(seconds=conf.usage_gauge_seconds),
+            retention=self.retention_job(),
         )
         return Scheduler(
             self.db, config, clock=self.clock, plans=self.plans, notify=self.notifier.notify
         )
+
+    def retention_job(self) -> RetentionJob | None:
+        """The scheduler's periodic retention run (settings ``[retention]``)."""
+        conf = self.settings.retention
+        if not conf.scheduled:
+            return None
+        return RetentionJob(
+            policy=conf.policy(), batch_size=conf.batch_size,
+            every=dt.timedelta(hours=conf.every_hours),
+            start_delay=dt.timedelta(seconds=conf.start_delay_seconds),
+        )  # fmt: skip
 
     @classmethod
     def build(cls, settings: Settings, *, app_role: bool = True) -> AppContext:

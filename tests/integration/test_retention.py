@@ -6,6 +6,7 @@ exact ids left in every table, not only counts.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import uuid
@@ -51,6 +52,7 @@ from turbocat.domain.enums import (
     WorkItemStatus,
 )
 from turbocat.domain.retention import Policy
+from turbocat.engine.scheduler import RetentionJob, Scheduler, SchedulerConfig
 from turbocat.services import retention
 
 NOW = dt.datetime(2026, 7, 1, 12, 0, tzinfo=dt.UTC)
@@ -510,3 +512,45 @@ async def test_cli_retention_run_on_a_sqlite_file(tmp_path: Path, sqlite_templat
         lambda: cli("retention", "show", "--org", "a", "--json")
     )
     assert json.loads(out)["overrides"] == {"audit_logs": None}
+
+
+async def test_the_scheduler_runs_retention_beside_its_ticks(db: Database, world: World) -> None:
+    job = RetentionJob(Policy(), batch_size=7, start_delay=dt.timedelta(0))
+    scheduler = Scheduler(db, SchedulerConfig(retention=job), clock=lambda: NOW)
+    stop = asyncio.Event()
+    task = asyncio.create_task(scheduler.run(stop))
+    gone = {i for ids in world.gone.values() for i in ids}
+    try:
+        with anyio.fail_after(30):
+            while True:
+                left = await remaining(db)
+                if not any(ids & gone for ids in left.values()):
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await task
+    for table, ids in world.expected().items():
+        # Ticks measure today's usage gauges too: new rows beside the expected ones.
+        assert ids <= left[table], table
+
+
+@pytest.mark.pg
+async def test_a_scheduler_skips_retention_while_another_process_runs_it(
+    pg_url: str,
+) -> None:
+    db = Database.from_settings(Settings(database_url=pg_url))
+    try:
+        w = build_world(NOW)
+        await write(db, w)
+        scheduler = Scheduler(db, SchedulerConfig(), clock=lambda: NOW)
+        job = RetentionJob(Policy())
+        async with jobs.exclusive(db, "retention") as held:
+            assert held
+            assert await scheduler.run_retention(job) is None
+            assert await remaining(db) == w.rows
+        report = await scheduler.run_retention(job)
+        assert report is not None
+        assert await remaining(db) == w.expected()
+    finally:
+        await db.dispose()

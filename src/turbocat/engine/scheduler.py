@@ -24,13 +24,27 @@ from dataclasses import dataclass
 
 from sqlalchemy.exc import IntegrityError
 
+from turbocat.db import jobs
 from turbocat.db.engine import Database, TenantContext, is_conflict
 from turbocat.domain import deployments as deployment_rules
+from turbocat.domain.retention import Policy
 from turbocat.engine.plan import PlanCache
-from turbocat.services import deployments, metering, schedules
+from turbocat.services import deployments, metering, retention, schedules
 
 log = logging.getLogger("turbocat.scheduler")
 SYSTEM = TenantContext(system=True)
+
+
+@dataclass
+class RetentionJob:
+    """The periodic retention run (``services.retention``)."""
+
+    policy: Policy
+    """The global defaults (organizations' overrides apply over them)."""
+    batch_size: int = 1000
+    every: dt.timedelta = dt.timedelta(days=1)
+    start_delay: dt.timedelta = dt.timedelta(minutes=5)
+    """The first run waits this long, so a starting process does not begin with a sweep."""
 
 
 @dataclass
@@ -44,6 +58,8 @@ class SchedulerConfig:
     """Due schedules looked at per pass."""
     usage_gauges_every: dt.timedelta = dt.timedelta(minutes=5)
     """How often every organization's usage gauges are measured (``metering.measure_gauges``)."""
+    retention: RetentionJob | None = None
+    """Run retention periodically, beside the ticks (None: never)."""
 
 
 @dataclass
@@ -75,7 +91,19 @@ class Scheduler:
         self._last_usage: dt.datetime | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Tick until ``stop`` is set."""
+        """Tick until ``stop`` is set (with retention beside it, when configured)."""
+        maintenance = None
+        if self.config.retention is not None:
+            maintenance = asyncio.create_task(self._retention_loop(self.config.retention, stop))
+        try:
+            await self._tick_loop(stop)
+        finally:
+            if maintenance is not None:
+                maintenance.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await maintenance
+
+    async def _tick_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 await self.tick()
@@ -136,6 +164,33 @@ class Scheduler:
                 if not is_conflict(exc) or time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.01)
+
+    async def _retention_loop(self, job: RetentionJob, stop: asyncio.Event) -> None:
+        """A run every ``job.every`` (a task of its own: a long sweep must not delay cron
+        slots). Several schedulers each run it; the job lock lets one at a time sweep."""
+        wait = job.start_delay.total_seconds()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=wait)
+                return
+            wait = job.every.total_seconds()
+            try:
+                await self.run_retention(job)
+            except Exception:
+                log.exception("retention run failed; trying again at the next interval")
+
+    async def run_retention(self, job: RetentionJob) -> retention.Report | None:
+        """One retention run now, unless another process is running one (None then)."""
+        async with jobs.exclusive(self.db, "retention") as held:
+            if not held:
+                log.info("retention: another process is running it; skipped")
+                return None
+            report = await retention.run(
+                self.db, job.policy, self.clock(), batch_size=job.batch_size
+            )
+        totals = {table: n for table, n in sorted(report.totals().items()) if n}
+        log.info("retention removed %s", totals or "nothing", extra={"removed": totals})
+        return report
 
     async def measure_usage(self, now: dt.datetime) -> int:
         """Store today's storage_gb, active_users and active_workflows of every organization
