@@ -231,3 +231,27 @@ async def test_subscription_is_for_owners_and_admins(client: httpx.AsyncClient) 
     assert body["plan"] == "starter" and body["subscription"] is None
     assert body["limits"] == {"workflows": 5, "integrations": 3, "executions_per_month": None,
                               "ai_tokens_per_month": None}  # fmt: skip
+
+
+async def test_a_late_older_event_does_not_overwrite_a_newer_one(
+    client: httpx.AsyncClient, operator_db: Database
+) -> None:
+    owner = await signup(client, "order@example.com")
+    t = int(time.time())
+    newer = event("customer.subscription.updated", subscription(owner, price="price_ent"))
+    older = event("customer.subscription.updated", subscription(owner, status="unpaid"))
+    r = await send(client, newer | {"created": t})
+    assert r.json()["processed"] is True
+    r = await send(client, older | {"created": t - 5})  # Stripe made it first; it came last
+    assert r.status_code == 200 and r.json()["processed"] is True
+    assert "older than an event already applied" in r.json()["note"]
+    plan, sub = await state(operator_db, owner)
+    assert (plan, sub.status.value) == ("enterprise", "active")  # type: ignore[union-attr]
+    # a late invoice event is older too
+    invoice = {"id": "in_1", "customer": "cus_1", "subscription": "sub_1"}
+    r = await send(client, event("invoice.payment_failed", invoice) | {"created": t - 1})
+    assert "older" in r.json()["note"]
+    # a newer one applies
+    r = await send(client, event("invoice.payment_failed", invoice) | {"created": t + 1})
+    assert r.json()["note"] is None
+    assert (await state(operator_db, owner))[1].status.value == "past_due"  # type: ignore[union-attr]

@@ -91,6 +91,8 @@ class Event:
     type: str
     obj: Mapping[str, Any]
     """``data.object``: a subscription or an invoice."""
+    created: int | None = None
+    """When Stripe made the event (Unix seconds): orders events that arrive out of order."""
 
     @property
     def customer(self) -> str | None:
@@ -98,6 +100,28 @@ class Event:
         if isinstance(customer, Mapping):  # an expanded customer object
             customer = customer.get("id")
         return customer if isinstance(customer, str) else None
+
+    @property
+    def subscription_id(self) -> str | None:
+        """The subscription the event is about (the object itself, or the one an invoice
+        bills)."""
+        if self.type in SUBSCRIPTION_EVENTS:
+            ident = self.obj.get("id")
+            return ident if isinstance(ident, str) and ident else None
+        return invoice_subscription(self.obj)
+
+
+def supersedes(applied: Event, incoming: Event) -> bool:
+    """Whether ``applied`` (already processed) is about the same subscription as ``incoming``
+    and strictly newer, so that ``incoming`` arrived late and must not overwrite it. Events
+    of the same second are applied in the order they arrive."""
+    return (
+        incoming.subscription_id is not None
+        and applied.subscription_id == incoming.subscription_id
+        and applied.created is not None
+        and incoming.created is not None
+        and applied.created > incoming.created
+    )
 
 
 def parse_event(document: Any) -> Event:
@@ -115,7 +139,10 @@ def parse_event(document: Any) -> Event:
         raise ValidationFailed.field(
             ("body", "data", "object"), "the event has no data.object", "missing"
         )
-    return Event(event_id, event_type[:100], obj)
+    created = document.get("created")
+    if isinstance(created, bool) or not isinstance(created, int):
+        created = None
+    return Event(event_id, event_type[:100], obj, created)
 
 
 @dataclass(frozen=True)

@@ -97,6 +97,11 @@ async def receive(
     if event.type not in billing.HANDLED_EVENTS:
         row.processed_at = row.updated_at = now
         return Received(event.id, duplicate=False, processed=True, note="ignored event type")
+    if await _superseded(session, event):
+        row.processed_at = row.updated_at = now
+        row.error = None
+        note = "older than an event already applied to this subscription; not applied"
+        return Received(event.id, duplicate=False, processed=True, note=note)
     try:
         if event.type in billing.SUBSCRIPTION_EVENTS:
             org = await _subscription_event(session, event, price_plans, now)
@@ -108,6 +113,29 @@ async def receive(
     row.processed_at = row.updated_at = now
     row.error = None
     return Received(event.id, duplicate=False, processed=True, organization_id=org.id)
+
+
+async def _superseded(session: AsyncSession, event: billing.Event) -> bool:
+    """Whether a newer event of the same subscription was already applied (Stripe does not
+    promise order). The customer's processed events are few: they are compared here."""
+    if event.customer is None or event.created is None or event.subscription_id is None:
+        return False
+    payloads = await session.execute(
+        select(BillingEventRow.payload).where(
+            BillingEventRow.stripe_customer_id == event.customer,
+            BillingEventRow.processed_at.is_not(None),
+            BillingEventRow.event_type.in_(sorted(billing.HANDLED_EVENTS)),
+            BillingEventRow.stripe_event_id != event.id,
+        )
+    )
+    for (payload,) in payloads:
+        try:
+            applied = billing.parse_event(payload)
+        except ValidationFailed:
+            continue
+        if billing.supersedes(applied, event):
+            return True
+    return False
 
 
 async def _organization(
