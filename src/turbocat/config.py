@@ -339,6 +339,17 @@ class RetentionSettings(BaseModel):
     start_delay_seconds: float = Field(default=300.0, ge=0)
     """A scheduler's first run waits this long after it starts."""
 
+    @field_validator(
+        "logs_days", "successful_executions_days", "failed_executions_days",
+        "soft_deleted_days", "audit_logs_days", "usage_records_days", mode="before",
+    )  # fmt: skip
+    @classmethod
+    def _forever(cls, value: object) -> object:
+        """``"forever"`` (TOML has no null; the environment only strings) keeps rows forever."""
+        if isinstance(value, str) and value.strip().lower() in ("forever", "null", "none"):
+            return None
+        return value
+
     def policy(self) -> Policy:
         """The global defaults as a domain policy."""
         return Policy(

@@ -554,3 +554,14 @@ async def test_a_scheduler_skips_retention_while_another_process_runs_it(
         assert await remaining(db) == w.expected()
     finally:
         await db.dispose()
+
+
+def test_settings_spell_keep_forever(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TURBOCAT_RETENTION__AUDIT_LOGS_DAYS", "forever")
+    monkeypatch.setenv("TURBOCAT_RETENTION__LOGS_DAYS", "14")
+    policy = Settings().retention.policy().as_json()
+    assert policy["audit_logs"] is None and policy["logs"] == 14
+    assert policy["failed_executions"] == 180
+    monkeypatch.setenv("TURBOCAT_RETENTION__LOGS_DAYS", "0")
+    with pytest.raises(ValueError, match="logs_days"):
+        Settings()
