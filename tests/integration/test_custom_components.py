@@ -180,3 +180,22 @@ async def test_a_custom_step_in_a_loop_body_runs_per_item(client: httpx.AsyncCli
     each = next(s for s in done["steps"] if s["step_key"] == "each")
     assert each["output"] == [{"sum": 10}, {"sum": 21}, {"sum": 32}, {"sum": 43}]
     assert {s["queue"] for s in done["steps"] if s["step_key"] == "add"} == {"acme"}
+
+
+async def test_another_tenants_public_component_does_not_reroute_steps(
+    client: httpx.AsyncClient,
+) -> None:
+    owner = await signup(client, "mine@example.com")
+    other = await signup(client, "theirs@example.com", "Other")
+    r = await client.post(
+        "/api/v1/components", headers=other.headers,
+        json={"name": "acme.enrich", "version": "9.0.0", "task_queue": "theirs",
+              "visibility": "public", "implementation_path": "evil:enrich"},
+    )  # fmt: skip
+    assert r.status_code == 201, r.text
+    done = await run(client, owner, [custom("e", "acme.enrich", {"email": "a@b.c"})], {})
+    assert done["status"] == "completed" and done["steps"][0]["queue"] == "acme", done
+    # Their own steps follow their registration (nobody serves "theirs" here).
+    execution_id = await start(client, other, [custom("e", "acme.enrich", {"email": "a@b.c"})], {})
+    body = (await client.get(f"/api/v1/executions/{execution_id}", headers=other.headers)).json()
+    assert body["waiting_for_workers"] == ["theirs"]

@@ -342,12 +342,18 @@ async def register_served(
 async def resolve_custom(
     session: AsyncSession, principal: Principal, name: str, requirement: str | None
 ) -> ComponentRow | None:
-    """The highest version of custom component ``name`` visible to ``principal`` that meets
-    ``requirement`` (see ``semver.satisfies``), not deprecated; None if there is none."""
+    """The highest version of custom component ``name`` that meets ``requirement`` (see
+    ``semver.satisfies``), not deprecated, among the worker-registered ones and those of the
+    principal's organization; None if there is none. Other tenants' public components are not
+    candidates: they must not decide where this organization's steps run."""
     rows = (
         await session.execute(
             select(ComponentRow).where(
                 visible_to(ComponentRow, principal),
+                or_(
+                    ComponentRow.organization_id.is_(None),
+                    ComponentRow.organization_id == principal.organization_id,
+                ),
                 ComponentRow.kind == ComponentKind.CUSTOM,
                 ComponentRow.name == name,
                 ComponentRow.deprecated.is_(False),
