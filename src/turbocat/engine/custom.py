@@ -155,7 +155,7 @@ async def invoke(spec: ComponentSpec, inputs: dict[str, Any], served: Served) ->
         raise AgentError(
             "component_version",
             f"this worker serves {spec.name} {loaded.version}, which does not satisfy "
-            f"{spec.version!r}",
+            f"{spec.version or 'any release'!r}",
         )
     try:
         return await loaded.call(inputs)
