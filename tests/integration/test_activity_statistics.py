@@ -192,6 +192,13 @@ async def test_counters_and_statistics_match_step_runs(
         )
     ).json()
     assert {row["component_name"] for row in only} == {"api", "data", "workflow"}
+    api_id = by_name["api"]["component_id"]
+    filtered = (
+        await client.get("/api/v1/activity-statistics", headers=h, params={"component_id": api_id})
+    ).json()
+    assert [(row["component_name"], row["execution_count"]) for row in filtered] == [("api", 6)]
+    stranger = await signup(client, "stranger@example.com")
+    assert (await client.get("/api/v1/activity-statistics", headers=stranger.headers)).json() == []
     fetched = (await client.get(f"/api/v1/agents/{agent_id}", headers=h)).json()
     assert fetched["total_executions"] == 15 and fetched["failed_executions"] == 6
 
