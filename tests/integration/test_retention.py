@@ -88,6 +88,10 @@ class World:
     gone: dict[str, set[uuid.UUID]] = field(default_factory=dict)
     pending: list[Any] = field(default_factory=list)
     orgs: dict[str, uuid.UUID] = field(default_factory=dict)
+    refs: list[tuple[Any, uuid.UUID, str, uuid.UUID | None]] = field(default_factory=list)
+    """(model, row id, column, value after the run): references to purged rows become NULL,
+    references to kept ones stay."""
+    old_user: uuid.UUID | None = None
 
     def ago(self, days: float) -> dt.datetime:
         return self.now - dt.timedelta(days=days)
@@ -115,13 +119,13 @@ def build_world(now: dt.datetime) -> World:
     logs 7 days, successful executions kept forever and audit logs 30 days."""
     w = World(now)
     user = w.add(UserRow(email="live@example.com", created_at=w.ago(800), updated_at=w.ago(800)))
-    w.add(
+    w.old_user = w.add(
         UserRow(
             email="old@example.com", created_at=w.ago(800), updated_at=w.ago(800),
             deleted_at=w.ago(91),
         ),
         removed=True,
-    )  # fmt: skip
+    ).id  # fmt: skip
     w.add(
         UserRow(
             email="recent@example.com", created_at=w.ago(800), updated_at=w.ago(800),
@@ -287,23 +291,49 @@ def _soft_deleted(w: World, org: uuid.UUID, user: uuid.UUID, logs_days: float) -
     mixed = _lineage(w, org, "mixed", versions=2, deleted=100)
     w.pending[-1].deleted_at = w.ago(5)
     del mixed
-    _lineage(w, org, "agent-gone", versions=2, deleted=95, removed=True, model=AgentRow)
+    gone_agent = _lineage(
+        w, org, "agent-gone", versions=2, deleted=95, removed=True, model=AgentRow
+    )
     used = _lineage(w, org, "agent-used", deleted=95, model=AgentRow)
     w.add(_deployment(w, org, agent=used[0]))
     freed_agent = _lineage(w, org, "agent-freed", deleted=95, removed=True, model=AgentRow)
     w.add(_deployment(w, org, agent=freed_agent[0], deleted=120), removed=True)
     live = _lineage(w, org, "deployed")
-    w.add(_deployment(w, org, workflow=live[0], deleted=91), removed=True)
-    w.add(_deployment(w, org, workflow=live[0], deleted=30))
+    purged = w.add(_deployment(w, org, workflow=live[0], deleted=91), removed=True).id
+    kept = w.add(_deployment(w, org, workflow=live[0], deleted=30)).id
+    keys = []
     for days, removed in ((91, True), (89, False), (None, False)):
-        w.add(
+        keys.append(w.add(
             ApiKeyRow(
                 organization_id=org, user_id=user, name="k", key_hash=uuid.uuid4().hex,
                 key_prefix="tc_", created_at=w.ago(300), updated_at=w.ago(300),
                 deleted_at=None if days is None else w.ago(days),
             ),
             removed=removed,
+        ).id)  # fmt: skip
+    # Kept rows pointing at purged ones lose the reference, never the row.
+    for deployment, key, actor, agent in (
+        (purged, keys[0], w.old_user, gone_agent[1]),
+        (kept, keys[1], user, used[0]),
+    ):
+        run = _execution(w, org, live[0], ExecutionStatus.RUNNING, None, 1, False, logs_days)
+        run.deployment_id, run.api_key_id, run.user_id = deployment, key, actor
+        w.pending[-4].agent_id = agent  # its "body" step run
+        entry = w.add(
+            AuditLogRow(
+                organization_id=org, action="x", resource_type="y", created_at=w.ago(1),
+                user_id=actor, api_key_id=key,
+            )
         )  # fmt: skip
+        purging = deployment == purged
+        w.refs += [
+            (ExecutionRow, run.id, "deployment_id", None if purging else deployment),
+            (ExecutionRow, run.id, "api_key_id", None if purging else key),
+            (ExecutionRow, run.id, "user_id", None if purging else actor),
+            (StepRunRow, w.pending[-5].id, "agent_id", None if purging else agent),
+            (AuditLogRow, entry.id, "user_id", None if purging else actor),
+            (AuditLogRow, entry.id, "api_key_id", None if purging else key),
+        ]
     w.add(TemplateRow(organization_id=org, name="t", deleted_at=w.ago(95), **_template()),
           removed=True)  # fmt: skip
     w.add(TemplateRow(organization_id=org, name="t2", deleted_at=w.ago(85), **_template()))
@@ -342,6 +372,13 @@ async def remaining(db: Database) -> dict[str, set[uuid.UUID]]:
             stmt = select(model.id).execution_options(include_deleted=True)
             out[model.__tablename__] = set((await session.execute(stmt)).scalars())
     return out
+
+
+async def assert_references(db: Database, w: World) -> None:
+    async with db.transaction(SYSTEM, readonly=True) as session:
+        for model, ident, column, value in w.refs:
+            stmt = select(getattr(model, column)).where(model.id == ident)
+            assert (await session.execute(stmt)).scalar_one() == value, (model, column)
 
 
 @pytest.fixture
@@ -389,6 +426,7 @@ async def test_retention_removes_exactly_what_the_policies_say(db: Database, wor
             )
         ).scalars().all()  # fmt: skip
     assert linked == [world.orgs["b"]]
+    await assert_references(db, world)
     again = await retention.run(db, Policy(), NOW)
     assert sum(again.totals().values()) == 0, "a second run finds nothing"
 

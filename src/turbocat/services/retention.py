@@ -15,8 +15,10 @@ rows (users, built-in templates) with the global defaults, and applies ``SWEEPS`
    stays while one of its executions is kept, a lineage while a kept deployment uses it.
 
 Every delete is ``DELETE ... WHERE id IN (SELECT id ... LIMIT batch)`` in its own short
-transaction, so no table is locked for long and a crash loses nothing but time: the next run
-carries on. A dry run counts with the same predicates and reports the same numbers.
+transaction (and references from large tables to a purged row, which ON DELETE SET NULL would
+update in one go, are set to NULL first the same way), so no table is locked for long and a
+crash loses nothing but time: the next run carries on. A dry run counts with the same
+predicates and reports the same numbers.
 
 Each sweep is one function per kind of table taking a ``Sweeper`` and a ``Scope``: a
 partition-dropping strategy (PostgreSQL, monthly partitions of executions and logs) replaces
@@ -33,7 +35,18 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, and_, delete, exists, func, literal, or_, select, true
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    delete,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -116,6 +129,25 @@ class Sweeper:
             removed += done
             if done < self.batch_size:
                 return removed
+
+    async def detach(self, column: Any, targets: Any) -> None:
+        """Set ``column`` (a nullable reference) to NULL where it points at ``targets`` (a
+        subquery of ids), in batches: the ON DELETE SET NULL of a purged deployment, key, user
+        or agent would otherwise update all its executions or step runs in one transaction."""
+        if self.dry_run:
+            return
+        table = column.class_
+        while True:
+            picked = (
+                select(table.id).where(column.in_(targets)).limit(self.batch_size).correlate(None)
+            )
+            stmt = update(table).where(table.id.in_(picked)).values({column.key: None})
+            async with self.db.transaction(SYSTEM) as session:
+                result = await session.execute(
+                    stmt, execution_options={"synchronize_session": False}
+                )
+            if int(result.rowcount or 0) < self.batch_size:  # type: ignore[attr-defined]
+                return
 
     async def count(self, model: Any, where: ColumnElement[bool]) -> int:
         stmt = select(func.count()).select_from(model).where(where)
@@ -282,9 +314,10 @@ async def sweep_usage_records(sweeper: Sweeper, scope: Scope) -> Counts:
     return Counts({"usage_records": await sweeper.remove(UsageRecordRow, where)})
 
 
-def _soft_deleted(model: Any) -> Sweep:
-    """The sweep of a soft-deleting table without versions: rows past the period. Tables
-    without an organization (users) are swept in the platform scope only."""
+def _soft_deleted(model: Any, *, detach: Sequence[Any] = ()) -> Sweep:
+    """The sweep of a soft-deleting table without versions: rows past the period, once the
+    large tables' references to them (``detach``) are set to NULL in batches. Tables without an
+    organization (users) are swept in the platform scope only."""
     platform_only = not hasattr(model, "organization_id")
 
     async def sweep(sweeper: Sweeper, scope: Scope) -> Counts:
@@ -293,12 +326,19 @@ def _soft_deleted(model: Any) -> Sweep:
         where = purged_soft_delete(scope, model)
         if where is None:
             return Counts()
+        for column in detach:
+            await sweeper.detach(column, select(model.id).where(where))
         return Counts({model.__tablename__: await sweeper.remove(model, where)})
 
     return sweep
 
 
-def _lineages(model: Any, predicate: Callable[[Scope, Any], ColumnElement[bool] | None]) -> Sweep:
+def _lineages(
+    model: Any,
+    predicate: Callable[[Scope, Any], ColumnElement[bool] | None],
+    *,
+    detach: Sequence[Any] = (),
+) -> Sweep:
     async def sweep(sweeper: Sweeper, scope: Scope) -> Counts:
         if scope.organization_id is None:
             return Counts()
@@ -307,6 +347,8 @@ def _lineages(model: Any, predicate: Callable[[Scope, Any], ColumnElement[bool] 
         where = predicate(scope, row)
         if where is None:
             return Counts()
+        for column in detach:
+            await sweeper.detach(column, select(row.id).where(where))
         return Counts({model.__tablename__: await sweeper.remove(model, model.id.in_(
             select(row.id).where(where)
         ))})  # fmt: skip
@@ -325,12 +367,15 @@ SWEEPS: Sequence[tuple[str, Sweep]] = (
     ("executions", sweep_executions),
     ("audit_logs", sweep_audit_logs),
     ("usage_records", sweep_usage_records),
-    ("deployments", _soft_deleted(DeploymentRow)),
-    ("api_keys", _soft_deleted(ApiKeyRow)),
+    ("deployments", _soft_deleted(DeploymentRow, detach=[ExecutionRow.deployment_id])),
+    (
+        "api_keys",
+        _soft_deleted(ApiKeyRow, detach=[ExecutionRow.api_key_id, AuditLogRow.api_key_id]),
+    ),
     ("templates", _soft_deleted(TemplateRow)),
-    ("agents", _lineages(AgentRow, _agent_lineage)),
+    ("agents", _lineages(AgentRow, _agent_lineage, detach=[StepRunRow.agent_id])),
     ("workflows", _lineages(WorkflowRow, purgeable_workflow)),
-    ("users", _soft_deleted(UserRow)),
+    ("users", _soft_deleted(UserRow, detach=[ExecutionRow.user_id, AuditLogRow.user_id])),
 )
 """Applied in this order to every scope: executions after logs (the logs sweep takes the old
 lines of kept executions), lineages after deployments and executions (which would hold them)."""
