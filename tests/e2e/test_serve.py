@@ -15,15 +15,21 @@ from tests.e2e.conftest import Server, free_port
 
 pytestmark = pytest.mark.slow
 
+TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+"""Per request. On a loaded 2-core machine the first /openapi.json (built once, then cached by
+FastAPI: about 1 s of CPU) took 2-8 s and a signup's password hash seconds more: httpx's
+default 5 s made this test flaky, not the server."""
+
 
 def test_serve_creates_database_and_serves_signup_and_keys(
     server: tuple[str, Path, subprocess.Popen[str]],
 ) -> None:
     base, home = server.base, server.home
     assert (home / "turbocat.db").is_file()
-    assert httpx.get(f"{base}/readyz").status_code == 200
+    http = httpx.Client(timeout=TIMEOUT)
+    assert http.get(f"{base}/readyz").status_code == 200
 
-    r = httpx.post(
+    r = http.post(
         f"{base}/api/v1/auth/signup",
         json={
             "email": "first@example.com",
@@ -33,16 +39,17 @@ def test_serve_creates_database_and_serves_signup_and_keys(
     )
     assert r.status_code == 201, r.text
     token = r.json()["access_token"]
-    r = httpx.post(
+    r = http.post(
         f"{base}/api/v1/api-keys",
         headers={"Authorization": f"Bearer {token}"},
         json={"name": "laptop", "scopes": ["*"]},
     )
     assert r.status_code == 201, r.text
     key = r.json()["secret"]
-    me = httpx.get(f"{base}/api/v1/users/me", headers={"Authorization": f"Bearer {key}"})
+    me = http.get(f"{base}/api/v1/users/me", headers={"Authorization": f"Bearer {key}"})
     assert me.status_code == 200 and me.json()["email"] == "first@example.com"
-    assert httpx.get(f"{base}/openapi.json").json()["info"]["title"] == "turbocat"
+    assert http.get(f"{base}/openapi.json").json()["info"]["title"] == "turbocat"
+    http.close()
 
 
 def test_serve_prints_url_and_next_steps(server: Server) -> None:
@@ -83,6 +90,7 @@ def test_serve_on_postgresql_migrates_with_flag_and_serves(
             time.sleep(0.2)
         r = httpx.post(
             f"{base}/api/v1/auth/signup",
+            timeout=TIMEOUT,
             json={
                 "email": "pg@example.com",
                 "password": "a long password",
