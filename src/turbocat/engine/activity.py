@@ -89,12 +89,17 @@ async def _count_agent(
     worker runs that one). Returns its kind (None when it no longer exists)."""
     total = AgentRow.total_executions
     target: Any = AgentRow.id == agent_id
-    if named:
-        saved = aliased(AgentRow)  # not correlated with the row being updated
-        lineage = select(versions.lineage_of(saved)).where(saved.id == agent_id).scalar_subquery()
+    if named:  # every lookup by primary key or the parent_id index, never a scan
+        saved, other = aliased(AgentRow), aliased(AgentRow)  # not correlated with the target
+        root = select(versions.lineage_of(saved)).where(saved.id == agent_id).scalar_subquery()
+        newest = (
+            select(func.max(other.version))
+            .where(or_(other.id == root, other.parent_id == root), other.deleted_at.is_(None))
+            .scalar_subquery()
+        )
         target = and_(
-            versions.lineage_of(AgentRow) == lineage,
-            versions.is_latest(AgentRow),
+            or_(AgentRow.id == root, AgentRow.parent_id == root),
+            AgentRow.version == newest,
             AgentRow.deleted_at.is_(None),
         )
     kind = await session.execute(
