@@ -373,3 +373,41 @@ async def test_every_way_an_execution_ends_emits_its_event(
     }
     by_id = {e["payload"]["execution_id"]: e["payload"] for e in listed}
     assert "failed" in by_id[failed["id"]]["error"] and by_id[failed["id"]]["depth"] == 0
+
+
+async def test_a_loop_through_a_child_workflow_stops_at_the_depth_limit(
+    client: httpx.AsyncClient, operator_db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A subscriber to a child's completion that starts that child again: the child's events
+    carry its parent's chain depth (not 0), so the loop stops at the limit."""
+    owner = await signup(client, "childloop@example.com")
+    child = await make_workflow(client, owner, {"steps": [data_step("tick", mapping={"x": 1})]})
+    parent = await make_workflow(
+        client, owner,
+        {"steps": [{"key": "call", "type": "agent",
+                    "component": {"kind": "workflow", "config": {"workflow": child}}}]},
+        trigger_config={"events": [{
+            "pattern": "execution.completed",
+            "filter": f"event.payload.workflow_id == '{child}'",
+        }]},
+    )  # fmt: skip
+    r = await client.post(run_url(child), headers=owner.headers, json={})
+    assert r.status_code == 202
+
+    async def settled() -> bool:
+        runs = await executions_of(client, owner, parent)
+        live = [x for x in await executions_of(client, owner, child) + runs
+                if x["status"] in ("pending", "running")]  # fmt: skip
+        return len(runs) == 3 and not live and await all_dispatched(operator_db)
+
+    await until(settled)
+    await asyncio.sleep(0.3)  # a few more dispatcher polls: nothing else starts
+    assert len(await executions_of(client, owner, parent)) == 3  # depths 1, 2 and 3
+    assert len(await executions_of(client, owner, child)) == 4  # the manual run, 3 children
+    async with operator_db.transaction() as session:
+        ended = (
+            await session.execute(select(EventRow).where(EventRow.name == "execution.completed"))
+        ).scalars()
+        depths = sorted(e.payload["depth"] for e in ended)
+    assert depths == [0, 1, 1, 2, 2, 3, 3]  # the first child run, then each parent and child
+    assert "depth limit of 3" in caplog.text
