@@ -345,11 +345,13 @@ async def record_outcome(
     chain: Chain | None = None,
     claimed: tuple[uuid.UUID, dt.datetime | None] | None = None,
     lines: Sequence[LogLine] = (),
+    plans: PlanCache | None = None,
 ) -> Recorded:
     """Commit a step's result and everything that follows from it, or nothing if the lease
     was lost (the row was given to another worker or the execution ended). With ``chain``,
     the worker also claims the steps this made ready, up to its free slots. ``lines`` are the
-    log lines the step's runtime wrote while it ran."""
+    log lines the step's runtime wrote while it ran. ``plans`` is the worker's cache (with the
+    operator's quotas, which a child execution this step starts counts against)."""
     settled = await _settle(
         session,
         StepRunRow.lease_epoch == epoch,
@@ -368,7 +370,7 @@ async def record_outcome(
         log(session, execution, line.message, line.at, level=line.level, run=settled[1],
             **line.metadata)  # fmt: skip
     if outcome.child is not None:
-        await _start_child(session, *settled, outcome, plan, now, rand, recorded)
+        await _start_child(session, *settled, outcome, plan, plans or _PLANS, now, rand, recorded)
     else:
         await _after(session, *settled, outcome.failure, plan, now, rand, recorded)
     if chain is not None and chain.limit > 0:
@@ -1104,6 +1106,7 @@ async def _start_child(
     run: StepRunRow,
     outcome: StepOutcome,
     plan: Plan,
+    plans: PlanCache,
     now: dt.datetime,
     rand: float,
     recorded: Recorded,
@@ -1116,7 +1119,7 @@ async def _start_child(
         failure = StepFailure("child_not_started", "the execution is being cancelled", False)
         ended: StepOutcome | None = StepOutcome(failure=failure)
     else:
-        ended = await children.start(session, execution, run, outcome.child, plan, _PLANS, now)
+        ended = await children.start(session, execution, run, outcome.child, plan, plans, now)
     if ended is None:
         timeout = plan.steps[run.step_key].timeout_ms
         if timeout is not None and run.started_at is not None:

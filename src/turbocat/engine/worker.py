@@ -466,7 +466,7 @@ class Worker:
                 recorded = await store.record_outcome(
                     session, run_id=run_id, epoch=epoch, outcome=outcome, plan=plan,
                     now=self.clock(), rand=random.random(), chain=chain,  # noqa: S311 - jitter
-                    claimed=claimed, lines=lines,
+                    claimed=claimed, lines=lines, plans=self.plans,
                 )  # fmt: skip
                 for run in recorded.chained:  # load them while the transaction is open
                     successors.append((run, await self._load_in(session, run)))
