@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from tests.integration.conftest import Account, assert_problem, bearer, count_rows, signup
 from turbocat.config import Settings
@@ -18,6 +18,7 @@ from turbocat.db.engine import Database
 from turbocat.db.models import DeploymentRow, ExecutionRow, WorkflowRow
 from turbocat.security import crypto
 from turbocat.security.crypto import Keyring
+from turbocat.services import metering
 
 SUMMER = {
     # a query over the step's inputs (the invoke input), each item with a deployment variable
@@ -131,6 +132,23 @@ async def test_agent_deployment_runs_its_agent_version_with_vars_and_counts(
               "definition": {"steps": [{"key": "a", "type": "agent", "agent": "summer"}]}},
     )  # fmt: skip
     assert assert_problem(tagged, 422)["errors"][0]["field"] == "body.tags"
+    # the starter plan's 5 workflows are all the owner's to make; the usage gauge agrees
+    definition = {"steps": [{"key": "a", "type": "agent", "agent": "summer"}]}
+    for i in range(5):
+        r = await client.post(
+            "/api/v1/workflows",
+            headers=owner.headers,
+            json={"name": f"w{i}", "definition": definition},
+        )
+        assert r.status_code == 201, r.text
+    r = await client.post(
+        "/api/v1/workflows", headers=owner.headers, json={"name": "w5", "definition": definition}
+    )
+    assert_problem(r, 403, "quota_exceeded")
+    async with operator_db.transaction() as session:
+        assert await metering.active_workflows(session, uuid.UUID(owner.org_id)) == 0  # drafts
+        await session.execute(update(WorkflowRow).values(status="active"))
+        assert await metering.active_workflows(session, uuid.UUID(owner.org_id)) == 5
 
 
 async def test_an_older_agent_version_keeps_running_after_the_agent_is_edited(

@@ -50,6 +50,10 @@ def path(current: S, *steps: S) -> list[S]:
     return out
 
 
+MANAGED_WORKFLOW_TAG = "turbocat:deployment"
+"""Tags the hidden one-step workflow an agent deployment runs: it is the deployment's, not a
+workflow people made (left out of listings, plan limits, usage gauges and exports)."""
+
 KEY_PREFIX = "tcd_"
 """Deployment keys look like API keys with their own prefix, so scanners and logs tell them
 apart, and the checksum still refuses a mistyped key without a lookup."""

@@ -20,10 +20,11 @@ import uuid
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
-from sqlalchemy import Text, cast, func, or_, select
+from sqlalchemy import Text, cast, func, not_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from turbocat.db.dialects import upsert
+from turbocat.db.listing import tags_any
 from turbocat.db.models import (
     ApiKeyRow,
     ExecutionLogRow,
@@ -35,6 +36,7 @@ from turbocat.db.models import (
     UserRow,
     WorkflowRow,
 )
+from turbocat.domain.deployments import MANAGED_WORKFLOW_TAG
 from turbocat.domain.enums import UsageMetric, WorkflowStatus
 from turbocat.domain.ids import new_id
 from turbocat.domain.plans import month_of
@@ -172,11 +174,14 @@ async def active_users(
 
 
 async def active_workflows(session: AsyncSession, organization_id: uuid.UUID) -> int:
-    """Workflows (lineages: versions count once) with an active version, not deleted."""
+    """Workflows (lineages: versions count once) with an active version, not deleted; not the
+    hidden ones agent deployments run (as the plan's workflow limit)."""
+    dialect = session.get_bind().dialect.name
     stmt = select(func.count(func.distinct(WorkflowRow.kebab_name))).where(
         WorkflowRow.organization_id == organization_id,
         WorkflowRow.status == WorkflowStatus.ACTIVE,
         WorkflowRow.deleted_at.is_(None),
+        not_(tags_any(dialect, WorkflowRow.tags, [MANAGED_WORKFLOW_TAG])),
     )
     return int((await session.execute(stmt)).scalar_one())
 

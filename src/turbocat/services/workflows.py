@@ -29,6 +29,7 @@ from turbocat.db.models import (
     WorkflowStepRow,
 )
 from turbocat.domain import definitions, lifecycle, plans
+from turbocat.domain import deployments as deployment_rules
 from turbocat.domain.access import Principal
 from turbocat.domain.definitions.graph import walk_graphs
 from turbocat.domain.enums import StepType, WorkflowCategory, WorkflowStatus
@@ -40,9 +41,10 @@ from turbocat.services import agents, audit, components, trigger_schedules, vers
 KEBAB = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 RESERVED_TAG_PREFIX = "turbocat:"
 """Tags the platform sets itself; a person cannot."""
-MANAGED_TAG = RESERVED_TAG_PREFIX + "deployment"
+MANAGED_TAG = deployment_rules.MANAGED_WORKFLOW_TAG
 """Marks the hidden single-step workflow an agent deployment runs (``services.deployments``):
-left out of listings, plan limits and exports, and read-only through the workflows API."""
+left out of listings, plan limits and exports, and read-only through the workflows API. It
+starts with ``RESERVED_TAG_PREFIX``, so nobody else can set it."""
 VERSIONED_FIELDS = frozenset(
     {"definition", "trigger_config", "task_queue", "max_concurrent_executions",
      "execution_timeout_seconds"}
