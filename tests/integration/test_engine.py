@@ -279,7 +279,9 @@ async def test_rerun_starts_from_the_failed_step_reusing_completed_outputs(
     r = await client.post(f"/api/v1/executions/{failed['id']}/rerun", headers=owner.headers)
     assert r.status_code == 202 and r.json()["rerun_of_execution_id"] == failed["id"]
     done = await wait_done(client, owner, r.json()["id"])
-    assert done["status"] == "completed" and done["output_data"] == {"n": 2}, [(s["step_key"], s["status"], s["error"]) for s in done["steps"]]
+    assert done["status"] == "completed" and done["output_data"] == {"n": 2}, [
+        (s["step_key"], s["status"], s["error"]) for s in done["steps"]
+    ]
     prepare = next(s for s in done["steps"] if s["step_key"] == "prepare")
     assert prepare["status"] == "completed" and prepare["started_at"] is None  # reused, not run
     assert (
