@@ -237,3 +237,27 @@ async def test_an_agent_deployment_whose_run_fails_counts_an_error(
     assert r.json()["error"] and r.json()["output"] is None
     got = (await client.get(f"/api/v1/deployments/{dep['id']}", headers=owner.headers)).json()
     assert got["total_requests"] == 1 and got["total_errors"] == 1
+
+
+async def test_a_deleted_agent_version_cannot_be_invoked_or_started(
+    client: httpx.AsyncClient, operator_db: Database
+) -> None:
+    owner = await signup(client, "agent-gone@example.com")
+    agent = await make_agent(client, owner)
+    running = await deploy_agent(client, owner, agent["id"])
+    stopped = await deploy_agent(client, owner, agent["id"], start=False)
+    deleted = await client.delete(f"/api/v1/agents/{agent['id']}", headers=owner.headers)
+    assert deleted.status_code == 204, deleted.text
+
+    r = await client.post(
+        f"/api/v1/deployments/{running['id']}/invoke", headers=bearer(running["api_key"]),
+        json={"input": {"values": [1]}},
+    )  # fmt: skip
+    assert "deleted" in assert_problem(r, 409)["detail"]
+    url = f"/api/v1/deployments/{stopped['id']}"
+    assert (
+        "agent version was deleted"
+        in assert_problem(await client.post(f"{url}/start", headers=owner.headers), 409)["detail"]
+    )
+    assert (await client.get(url, headers=owner.headers)).json()["status"] == "failed"
+    assert await count_rows(operator_db, ExecutionRow) == 0

@@ -243,11 +243,13 @@ async def act(
     *,
     now: dt.datetime,
     meta: audit.RequestMeta | None = None,
-) -> DeploymentRow:
+) -> tuple[DeploymentRow, Conflict | None]:
     """Apply a lifecycle action; 409 when the lifecycle does not allow it from here.
 
     ``start`` goes through ``starting``: the target version is checked (it still exists and may
-    run); if it may not, the deployment ends ``failed``.
+    run); if it may not, the deployment ends ``failed`` and the 409 to answer is returned
+    rather than raised, so that the caller commits the failed status (and its event and audit
+    entry) before answering it.
     """
     row = await get(session, principal, deployment_id, write=True)
     before = audit.snapshot(row, _FIELDS)
@@ -259,7 +261,7 @@ async def act(
         row.updated_at = now
         await session.flush()
         _audit(session, principal, row, "deployment.start", now, meta, before=before)
-        raise Conflict(f"the deployment could not start: {problem}")
+        return row, Conflict(f"the deployment could not start: {problem}")
     _emit(session, row, row.status, steps[-1], now)
     row.status = steps[-1]
     if action == "start":
@@ -267,7 +269,7 @@ async def act(
     row.updated_at = now
     await session.flush()
     _audit(session, principal, row, f"deployment.{action}", now, meta, before=before)
-    return row
+    return row, None
 
 
 async def _start_problem(session: AsyncSession, row: DeploymentRow, now: dt.datetime) -> str | None:
@@ -383,15 +385,15 @@ async def invoke(
         principal.require_access("executions", write=True)
     trigger_data = {"deployment_id": str(row.id), "environment": row.environment.value}
     if row.agent_id is not None:
-        if await _live_agent(session, row) is None:
+        alive = await _live_agent(session, row) is not None
+        workflow = await agent_workflow(session, row, now) if alive else None
+        if workflow is None:
             raise Conflict("the deployed agent version was deleted")
-        workflow: WorkflowRow | None = await agent_workflow(session, row, now)
         trigger_data["agent_id"] = str(row.agent_id)
     else:
         workflow = await session.get(WorkflowRow, row.workflow_id)
         if workflow is None or workflow.deleted_at is not None:
             raise Conflict("the deployed workflow version was deleted")
-    assert workflow is not None
     started = await executions.launch(
         session, workflow, input_data=input_data, trigger_type=TriggerType.API,
         trigger_data=trigger_data,

@@ -13,7 +13,7 @@ import time
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query, Response, status
+from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 
 from turbocat.api.deps import (
@@ -26,6 +26,7 @@ from turbocat.api.deps import (
     _keyring,
     _principal_in,
 )
+from turbocat.api.errors import problem
 from turbocat.api.paging import PageDep, make_page
 from turbocat.api.schemas.common import PROBLEM_RESPONSES, Page
 from turbocat.api.schemas.deployments import (
@@ -171,9 +172,17 @@ async def act_on_deployment(
     session: SessionDep,
     now: NowDep,
     meta: MetaDep,
-) -> DeploymentRead:
-    """A lifecycle action; 409 when the lifecycle does not allow it from the current status."""
-    row = await deployments.act(session, principal, deployment_id, action, now=now, meta=meta)
+    request: Request,
+) -> DeploymentRead | Response:
+    """A lifecycle action; 409 when the lifecycle does not allow it from the current status,
+    or when a start finds the version gone (the deployment is then ``failed``)."""
+    row, refused = await deployments.act(
+        session, principal, deployment_id, action, now=now, meta=meta
+    )
+    if refused is not None:  # answered, not raised: the failed status is committed
+        return problem(
+            409, refused.title, refused.detail, code=refused.code, instance=request.url.path
+        )
     return DeploymentRead.model_validate(row)
 
 
