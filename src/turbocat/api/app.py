@@ -101,11 +101,11 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         flusher = asyncio.create_task(_flush_key_usage(ctx), name="key-usage-flush")
         stop_worker = asyncio.Event()
-        worker = (
-            asyncio.create_task(ctx.worker().run(stop_worker), name="embedded-worker")
-            if embedded_worker
-            else None
-        )
+        worker = None
+        if embedded_worker:
+            embedded = ctx.worker()
+            await embedded.prepare()  # registered, with its components, before any request
+            worker = asyncio.create_task(embedded.run(stop_worker), name="embedded-worker")
         dispatcher = (
             asyncio.create_task(ctx.dispatcher().run(stop_worker), name="event-dispatcher")
             if embedded_worker

@@ -122,6 +122,7 @@ class Worker:
         self.steps_run: dict[str, int] = {}
         """Step attempts this worker recorded, by outcome (its own metrics endpoint)."""
         self._listener = signals.Listener(db, [signals.READY, signals.CANCEL], self._on_signal)
+        self._prepared = False
 
     def _on_signal(self, channel: str, payload: str) -> None:
         if channel == signals.CANCEL:
@@ -135,9 +136,7 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set, then let running steps finish."""
-        await self._while_unreachable(self._register)  # a worker may start as the database restarts
-        if self.components.by_name:
-            await self._while_unreachable(self._register_components)
+        await self.prepare()
         self._listener.start()
         try:
             while not stop.is_set():
@@ -181,6 +180,17 @@ class Worker:
             row.status = WorkerStatus.RUNNING
             row.started_at = row.last_heartbeat_at = row.updated_at = now
             row.stopped_at = None
+
+    async def prepare(self) -> None:
+        """Register this worker and the custom components it loaded (``run`` does it first if
+        nobody did). ``turbocat serve`` awaits it before answering requests, so a workflow that
+        names a component can be saved as soon as the server is up."""
+        if self._prepared:
+            return
+        await self._while_unreachable(self._register)  # a worker may start as the database restarts
+        if self.components.by_name:
+            await self._while_unreachable(self._register_components)
+        self._prepared = True
 
     async def _register_components(self) -> None:
         """Register the loaded custom components in the catalog (system-level rows)."""
