@@ -148,8 +148,9 @@ class TriggerSettings(BaseModel):
     """How long a replaced signing secret still verifies after a rotation."""
     event_max_depth: int = Field(default=8, ge=1)
     """Event chains longer than this (a workflow triggering itself) start nothing more."""
-    event_poll_seconds: float = Field(default=0.5, gt=0)
-    """How often a worker looks for undispatched events."""
+    event_poll_seconds: float = Field(default=2.0, gt=0)
+    """How often a worker looks for events other processes published (its own commits wake it
+    at once): the longest a cross-process event waits. Each look is a read transaction."""
     event_retention_days: float = Field(default=7.0, gt=0)
     """Dispatched events are deleted after this long (every execution leaves one)."""
 
