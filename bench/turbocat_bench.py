@@ -435,7 +435,11 @@ def main() -> int:
     parser.add_argument("--worker-poll", type=float, default=1.0, help="idle poll, seconds")
     parser.add_argument("--idle-seconds", type=float, default=5.0)
     parser.add_argument("--workloads", default="seq,fanout,api")
-    parser.add_argument("--profile", type=Path, help="cProfile the 40-step flow (or the fan-out, without seq) into this file")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="cProfile the 40-step flow (the fan-out without seq) into this file",
+    )
     args = parser.parse_args()
     for key in [k for k in os.environ if k.startswith("TURBOCAT_")]:
         if not key.startswith("TURBOCAT_BENCH_"):
