@@ -183,6 +183,32 @@ async def test_versions_once_run_and_immutable_kebab(
     assert_problem(await client.patch(url, headers=owner.headers, json={"name": "old"}), 422)
 
 
+async def test_null_limits_mean_no_limit_and_survive_new_versions(
+    client: httpx.AsyncClient, operator_db: Database
+) -> None:
+    owner = await signup(client, "limits@example.com")
+    default = await make_workflow(client, owner, name="Default limits")
+    assert default["max_concurrent_executions"] == 10
+    assert default["execution_timeout_seconds"] == 3600
+    wf = await make_workflow(
+        client, owner, max_concurrent_executions=None, execution_timeout_seconds=None
+    )
+    assert wf["max_concurrent_executions"] is None and wf["execution_timeout_seconds"] is None
+    async with operator_db.transaction() as session:  # it ran: the next edit makes version 2
+        await session.execute(
+            update(WorkflowRow)
+            .where(WorkflowRow.id == uuid.UUID(wf["id"]))
+            .values(total_executions=1)
+        )
+    new_def = {**DEFINITION, "outputs": {"result": "{{ steps.fetch.output }}"}}
+    r = await client.patch(
+        f"/api/v1/workflows/{wf['id']}", headers=owner.headers, json={"definition": new_def}
+    )
+    v2 = r.json()
+    assert v2["version"] == 2, r.text
+    assert v2["max_concurrent_executions"] is None and v2["execution_timeout_seconds"] is None
+
+
 async def test_status_lifecycle(client: httpx.AsyncClient) -> None:
     owner = await signup(client, "life@example.com")
     url = f"/api/v1/workflows/{(await make_workflow(client, owner))['id']}"

@@ -50,6 +50,8 @@ VERSIONED_FIELDS = frozenset(
      "execution_timeout_seconds"}
 )  # fmt: skip
 """What an execution pins: changing it on a version that has run makes a new version."""
+DEFAULTS: dict[str, Any] = {"max_concurrent_executions": 10, "execution_timeout_seconds": 3600}
+"""Seed 003's limits for a new workflow that does not state them (null states "no limit")."""
 IN_PLACE_FIELDS = frozenset({"name", "description", "category", "tags", "is_public", "project_id"})
 _AUDIT_FIELDS = (
     "name", "kebab_name", "description", "category", "status", "version", "trigger_config",
@@ -309,7 +311,7 @@ async def create(
         definition=definitions.canonical_document(defn),
         created_at=now,
         updated_at=now,
-        **values,
+        **(DEFAULTS | values),
     )
     session.add(row)
     await session.flush()
@@ -348,6 +350,7 @@ async def create_managed(
         tags=[MANAGED_TAG],
         created_at=now,
         updated_at=now,
+        **DEFAULTS,
     )
     session.add(row)
     await session.flush()

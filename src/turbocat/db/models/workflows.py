@@ -119,8 +119,10 @@ class WorkflowRow(IdMixin, TimestampMixin, SoftDeleteMixin, TenantMixin, Created
     definition: Mapped[dict[str, Any]] = mapped_column(JSONDoc, default=dict)
     trigger_config: Mapped[dict[str, Any]] = mapped_column(JSONDoc, default=dict)
     task_queue: Mapped[str] = mapped_column(String(255), default="default")
-    max_concurrent_executions: Mapped[int | None] = mapped_column(Integer, default=10)
-    execution_timeout_seconds: Mapped[int | None] = mapped_column(Integer, default=3600)
+    # No column defaults: None (no limit) is a value a user may choose, and the ORM would
+    # replace an explicit None with a default. ``services.workflows`` applies seed 003's.
+    max_concurrent_executions: Mapped[int | None] = mapped_column(Integer)
+    execution_timeout_seconds: Mapped[int | None] = mapped_column(Integer)
     total_executions: Mapped[int] = mapped_column(Integer, default=0)
     successful_executions: Mapped[int] = mapped_column(Integer, default=0)
     failed_executions: Mapped[int] = mapped_column(Integer, default=0)
