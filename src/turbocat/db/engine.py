@@ -224,6 +224,28 @@ class Database:
         await self.engine.dispose()
 
 
+def at_commit(session: AsyncSession, key: str, work: Callable[[Session], object]) -> None:
+    """Run ``work`` (synchronous, given the sync session) as this transaction commits, after
+    everything else it did; several run in ``key`` order. For writes to rows that many
+    transactions share (counters): their row locks are then held for the commit only, not
+    for the rest of the transaction, and always taken in the same order (no deadlocks between
+    them). A rollback drops them with everything else."""
+    session.sync_session.info.setdefault("at_commit", []).append((key, work))
+
+
+@event.listens_for(TurbocatSession, "before_commit")
+def _run_at_commit(session: Session) -> None:
+    pending = session.info.pop("at_commit", None)
+    if pending:
+        for _key, work in sorted(pending, key=lambda item: item[0]):
+            work(session)
+
+
+@event.listens_for(TurbocatSession, "after_rollback")
+def _drop_at_commit(session: Session) -> None:
+    session.info.pop("at_commit", None)
+
+
 def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
     """Run ``callback`` once this session's transaction has committed (never on rollback):
     for side effects that must follow durable state, such as waking workers."""

@@ -14,8 +14,11 @@ the built-in component of the step's kind or the registered custom component it 
 rows (``services/activity.py``).
 
 Cost: at most two statements per agent step (one UPDATE of the agent, one upsert), none for
-other steps. Arithmetic happens in SQL (``count = count + 1``, the running average, LEAST and
-GREATEST), so concurrent workers on PostgreSQL never lose an update. The averages are running
+other steps. They run as the transaction commits (``db.engine.at_commit``): these rows are
+shared by every run of an agent or component, and a lock taken earlier would make concurrent
+workers wait for each other's whole transaction. Arithmetic happens in SQL
+(``count = count + 1``, the running average, LEAST and GREATEST), so concurrent workers on
+PostgreSQL never lose an update. The averages are running
 means rounded to whole milliseconds at each update.
 """
 
@@ -27,9 +30,10 @@ from typing import Any
 
 from sqlalchemy import and_, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import Session, aliased
 
 from turbocat.db import dialects
+from turbocat.db.engine import at_commit
 from turbocat.db.models import (
     ActivityStatisticsRow,
     AgentRow,
@@ -45,7 +49,7 @@ from turbocat.services import versions
 A = ActivityStatisticsRow.__table__.c
 
 
-async def step_ended(
+def step_ended(
     session: AsyncSession,
     execution: ExecutionRow,
     run: StepRunRow,
@@ -53,7 +57,7 @@ async def step_ended(
     ok: bool,
     now: dt.datetime,
 ) -> None:
-    """Count the final outcome of agent step ``run``."""
+    """Count the final outcome of agent step ``run`` (as the transaction commits)."""
     if not isinstance(step, AgentStep):
         return
     duration = run.duration_ms or 0
@@ -61,12 +65,19 @@ async def step_ended(
     if step.component is not None:
         kind = step.component.kind
         component = step.component.name if kind is InlineKind.CUSTOM else kind.value
-    if run.agent_id is not None:
-        named = step.agent is not None and not _is_uuid(step.agent)
-        kind_value = await _count_agent(session, run.agent_id, named, ok, duration)
-        component = component or kind_value
-    if component is not None:
-        await _count_component(session, execution, component, ok, duration, now)
+    agent_id = run.agent_id
+    named = step.agent is not None and not _is_uuid(step.agent)
+    org, workflow_id = execution.organization_id, execution.workflow_id
+
+    def count(sync: Session) -> None:
+        name = component
+        if agent_id is not None:
+            name = name or _count_agent(sync, agent_id, named, ok, duration)
+        if name is not None:
+            _count_component(sync, org, workflow_id, name, ok, duration, now)
+
+    key = f"2-agent:{agent_id}" if agent_id is not None else f"3-activity:{component}"
+    at_commit(session, key, count)
 
 
 def _mean(average: Any, count: Any, duration: int) -> Any:
@@ -81,8 +92,8 @@ def _is_uuid(text: str) -> bool:
     return True
 
 
-async def _count_agent(
-    session: AsyncSession, agent_id: uuid.UUID, named: bool, ok: bool, duration: int
+def _count_agent(
+    session: Session, agent_id: uuid.UUID, named: bool, ok: bool, duration: int
 ) -> str | None:
     """Update the counters of the agent version that ran: ``agent_id`` (saved with the
     workflow) when the step names it by id, else the newest version of its lineage (the
@@ -102,7 +113,7 @@ async def _count_agent(
             AgentRow.version == newest,
             AgentRow.deleted_at.is_(None),
         )
-    kind = await session.execute(
+    kind = session.execute(
         update(AgentRow)
         .where(target)
         .values(
@@ -119,9 +130,10 @@ async def _count_agent(
     return None if found is None else str(found.value)
 
 
-async def _count_component(
-    session: AsyncSession,
-    execution: ExecutionRow,
+def _count_component(
+    session: Session,
+    org: uuid.UUID,
+    workflow_id: uuid.UUID | None,
     name: str,
     ok: bool,
     duration: int,
@@ -130,13 +142,12 @@ async def _count_component(
     """One upsert: insert the (component, workflow) row with this outcome, or add it to the
     row there. The component is the organization's own of that name, else the built-in."""
     dialect = session.get_bind().dialect.name
-    org = execution.organization_id
     source = (
         select(
             literal(new_id(), GUID),
             literal(org, GUID),
             ComponentRow.id,
-            literal(execution.workflow_id, GUID),
+            literal(workflow_id, GUID),
             literal(1),
             literal(int(ok)),
             literal(int(not ok)),
@@ -178,4 +189,4 @@ async def _count_component(
             "updated_at": now,
         },
     )
-    await session.execute(stmt)
+    session.execute(stmt)

@@ -7,9 +7,10 @@ already pending; when a live one ends, the oldest pending ones that now fit are 
 the same transaction, and workers sweep now and then for any left behind.
 
 Locks: starting locks the workflow row, then the queue row. A finishing transaction holds the
-execution and its workflow row (the counters), then locks the queue row, and takes the rows of
-*other* workflows and pending executions with SKIP LOCKED, never waiting for them: so no two
-of these transactions wait on each other in a cycle.
+execution, locks its workflow row before the queue row when the queue may have limits (its
+counters are updated as it commits), and takes the rows of *other* workflows and pending
+executions with SKIP LOCKED, never waiting for them: so no two of these transactions wait on
+each other in a cycle.
 """
 
 from __future__ import annotations
@@ -94,6 +95,11 @@ async def may_start(session: AsyncSession, workflow: WorkflowRow, queue_name: st
 async def admit(session: AsyncSession, ended: ExecutionRow, now: dt.datetime, begin: Begin) -> int:
     """``ended`` stopped running: start the oldest pending executions of its workflow and of
     its task queue that now fit."""
+    if await queues.may_be_limited(session, ended.task_queue):
+        # the workflow row before the queue row, as starts take them
+        await session.execute(
+            select(WorkflowRow.id).where(WorkflowRow.id == ended.workflow_id).with_for_update()
+        )
     queue = await _queue_of(session, ended.organization_id, ended.task_queue)
     related = [ExecutionRow.workflow_id == ended.workflow_id]
     if queue is not None:

@@ -48,6 +48,11 @@ async def _limited_names(session: AsyncSession) -> frozenset[str]:
     return names
 
 
+async def may_be_limited(session: AsyncSession, name: str) -> bool:
+    """Whether a queue row by this name exists somewhere (per the cached list)."""
+    return name in await _limited_names(session)
+
+
 def forget_names() -> None:
     """Look the queue names up again on next use (after a queue is created or deleted)."""
     global _names

@@ -20,6 +20,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from turbocat.db import signals
+from turbocat.db.engine import at_commit
 from turbocat.db.models import AgentRow, ExecutionLogRow, ExecutionRow, StepRunRow, WorkflowRow
 from turbocat.domain import progress, work_queues
 from turbocat.domain.definitions import AgentStep, AnyStep, WaitStep, WorkQueueDef
@@ -483,9 +484,7 @@ async def _after(
     winding = execution.cancel_requested_at is not None and execution.status in LIVE
     delay = None if failure is None or winding else _retry_delay(plan, run, failure, rand)
     if delay is None and run.step_type == StepType.AGENT:
-        await activity.step_ended(
-            session, execution, run, plan.steps[run.step_key], failure is None, now
-        )
+        activity.step_ended(session, execution, run, plan.steps[run.step_key], failure is None, now)
     if failure is None:
         execution.steps_completed += 1
         log(session, execution, f"step {_name(run)} completed", now, run=run)
@@ -984,14 +983,14 @@ async def _finish(
 
 
 async def _count(session: AsyncSession, execution: ExecutionRow, now: dt.datetime) -> None:
-    """Workflow counters, updated atomically in the finishing transaction; and the
+    """Workflow counters, updated atomically as the finishing transaction commits; and the
     ``execution.<status>`` event in the outbox (every end passes here exactly once)."""
     outbox.execution_ended(session, execution, now)
     ok = execution.status == ExecutionStatus.COMPLETED
     failed = execution.status in (ExecutionStatus.FAILED, ExecutionStatus.TIMEOUT)
     duration = execution.duration_ms or 0
     total = WorkflowRow.total_executions
-    await session.execute(
+    counters = (
         update(WorkflowRow)
         .where(WorkflowRow.id == execution.workflow_id)
         .values(
@@ -1002,9 +1001,11 @@ async def _count(session: AsyncSession, execution: ExecutionRow, now: dt.datetim
                 (WorkflowRow.avg_execution_time_ms * 1.0 * total + duration) / (total + 1)
             ),
             last_execution_at=now,
-        ),
-        execution_options={"synchronize_session": False},
+        )
+        .execution_options(synchronize_session=False)
     )
+    # As the transaction commits: every end of the workflow's executions updates this row.
+    at_commit(session, f"1-workflow:{execution.workflow_id}", lambda s: s.execute(counters))
     if execution.parent_execution_id is not None:
         await _to_parent(session, execution, now)
     if execution.status != ExecutionStatus.COMPLETED:
@@ -1093,7 +1094,8 @@ async def next_due(
         StepRunRow.scheduled_for > now,
     )
     waits = select(func.min(StepRunRow.scheduled_for)).where(StepRunRow.status == S.WAITING)
-    due = [(await session.execute(query)).scalar() for query in (ready, waits)]
+    both = select(ready.scalar_subquery(), waits.scalar_subquery())  # one round trip
+    due = (await session.execute(both)).one()
     return min((d for d in due if d is not None), default=None)
 
 

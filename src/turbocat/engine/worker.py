@@ -53,10 +53,13 @@ from turbocat.tracing import Tracing
 
 log = logging.getLogger("turbocat.worker")
 SIGNAL_CHECK_SECONDS = 0.25
-"""How often an idle worker looks for signal waits whose timeout passed."""
+"""How often, at most, an idle worker expires signal waits whose timeout passed (it looks
+only when the next due instant it knows of has passed)."""
 Loaded = tuple[Plan, Any, dict[str, Any], SavedAgent | None]
 """A claimed step ready to run: plan, step, expression context, saved agent."""
 SYSTEM = TenantContext(system=True)
+NOTHING_DUE = dt.datetime.max.replace(tzinfo=dt.UTC)
+"""A claim found no delayed step to wait for."""
 _T = TypeVar("_T")
 _NO_TRACING = tracing.Tracing()
 
@@ -123,6 +126,9 @@ class Worker:
         """Step attempts this worker recorded, by outcome (its own metrics endpoint)."""
         self._listener = signals.Listener(db, [signals.READY, signals.CANCEL], self._on_signal)
         self._prepared = False
+        self._due: dt.datetime | None = None
+        """When the next delayed step is due, found by the last claim that took nothing
+        (``NOTHING_DUE``: none is); the idle wait uses it once."""
 
     def _on_signal(self, channel: str, payload: str) -> None:
         if channel == signals.CANCEL:
@@ -221,13 +227,17 @@ class Worker:
         """Seconds until there may be work: the next due retry, timed wait or signal timeout,
         or the polling interval."""
         now = self.clock()
-        if time.monotonic() - self._last_signal_check >= SIGNAL_CHECK_SECONDS:
-            self._last_signal_check = time.monotonic()
-            await self.expire_signal_waits(now)
-        async with self.db.transaction(SYSTEM, readonly=True) as session:
-            due = await store.next_due(session, self.config.queues, now)
-        if due is None:
+        due, self._due = self._due, None
+        if due is None:  # not known from the last claim
+            async with self.db.transaction(SYSTEM, readonly=True) as session:
+                due = await store.next_due(session, self.config.queues, now)
+        if due is None or due is NOTHING_DUE:
             return self.config.poll_seconds
+        if due <= now:  # a signal wait's timeout passed (ready steps due now were claimed)
+            if time.monotonic() - self._last_signal_check >= SIGNAL_CHECK_SECONDS:
+                self._last_signal_check = time.monotonic()
+                await self.expire_signal_waits(now)
+            return min(self.config.poll_seconds, SIGNAL_CHECK_SECONDS)
         return max(0.0, min(self.config.poll_seconds, (due - now).total_seconds()))
 
     async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
@@ -302,6 +312,8 @@ class Worker:
             )
             # Loaded while the claim's transaction is open: one transaction fewer per step.
             loaded = [await self._try_load_in(session, run) for run in claimed]
+            if not claimed:  # what the idle wait needs, without a transaction of its own
+                self._due = await store.next_due(session, self.config.queues, now) or NOTHING_DUE
         for run, ready in zip(claimed, loaded, strict=True):
             self._spawn(run, ready)
         return len(claimed)
