@@ -244,6 +244,13 @@ def _run_at_commit(session: Session) -> None:
 @event.listens_for(TurbocatSession, "after_rollback")
 def _drop_at_commit(session: Session) -> None:
     session.info.pop("at_commit", None)
+    session.info.pop(dialects.postgres.TENANT_KEY, None)
+
+
+@event.listens_for(TurbocatSession, "after_commit")
+def _forget_tenant(session: Session) -> None:
+    """Transaction-local settings end with the transaction."""
+    session.info.pop(dialects.postgres.TENANT_KEY, None)
 
 
 def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:

@@ -283,15 +283,20 @@ async def _authenticate_session(session: AsyncSession, token: str, now: dt.datet
 async def _authenticate_api_key(session: AsyncSession, key: str, now: dt.datetime) -> Identity:
     digest = credentials.secret_hash(key)
     await tenancy.enter(session, TenantContext(api_key_hash=digest))
-    stmt = select(ApiKeyRow).where(ApiKeyRow.key_hash == digest)
-    row = (await session.execute(stmt.execution_options(include_deleted=True))).scalar_one_or_none()
+    stmt = (  # the key and its user in one round trip
+        select(ApiKeyRow, UserRow)
+        .outerjoin(UserRow, UserRow.id == ApiKeyRow.user_id)
+        .where(ApiKeyRow.key_hash == digest)
+    )
+    found = (await session.execute(stmt.execution_options(include_deleted=True))).one_or_none()
+    row, owner = (None, None) if found is None else tuple(found)
     if row is None or not secrets.compare_digest(row.key_hash, digest):
         raise AuthenticationFailed("the API key is unknown")
     if not row.is_active or row.deleted_at is not None:
         raise AuthenticationFailed("the API key was revoked")
     if row.expires_at is not None and row.expires_at <= now:
         raise AuthenticationFailed("the API key has expired")
-    user = _check_user(await session.get(UserRow, row.user_id))
+    user = _check_user(owner)
     await tenancy.enter(
         session, TenantContext(organization_id=row.organization_id, user_id=user.id)
     )

@@ -27,6 +27,7 @@ from turbocat.domain.enums import (
 )
 from turbocat.domain.errors import Conflict, IdempotencyMismatch, NotFound
 from turbocat.domain.expressions import compile_template
+from turbocat.domain.ids import new_id
 from turbocat.domain.jsonschemas import validate_instance
 from turbocat.engine import admission, frames, store, work_items
 from turbocat.engine.plan import Plan, PlanCache
@@ -123,6 +124,7 @@ async def launch(
     if plan.definition.inputs:
         validate_instance(input_data, plan.definition.inputs, input_path)
     execution = ExecutionRow(
+        id=new_id(),  # known before the insert: its first steps are added with it
         organization_id=workflow.organization_id,
         workflow_id=workflow.id,
         user_id=user_id,
@@ -143,8 +145,9 @@ async def launch(
     await quotas.check_execution(session, workflow.organization_id, plans.quotas, now)
     runs_now = await admission.may_start(session, workflow, plan.task_queue)
     if idempotency_key is None:
+        # No flush here: a start that runs now inserts the execution already running, with
+        # its first steps, in one flush (no UPDATE of the row just inserted).
         session.add(execution)
-        await session.flush()
     else:
         try:
             async with session.begin_nested():

@@ -19,6 +19,8 @@ TENANT_SETTING = "turbocat.organization_id"
 USER_SETTING = "turbocat.user_id"
 API_KEY_HASH_SETTING = "turbocat.api_key_hash"
 SYSTEM_SETTING = "turbocat.system"
+TENANT_KEY = "turbocat_tenant"
+"""Where a session remembers the tenant settings its transaction made."""
 
 
 def quote_ident(name: str) -> str:
@@ -33,7 +35,15 @@ def set_role(dbapi_conn: Any, role: str) -> None:
 
 
 async def set_tenant(session: AsyncSession, context: TenantContext) -> None:
-    """Transaction-local settings that the row-level security policies read."""
+    """Transaction-local settings that the row-level security policies read (no round trip
+    when this transaction already acts for ``context``)."""
+    info = session.sync_session.info
+    if session.in_nested_transaction():  # a savepoint's rollback would undo the settings
+        info.pop(TENANT_KEY, None)
+    elif info.get(TENANT_KEY) == context:
+        return
+    else:
+        info[TENANT_KEY] = context
     await session.execute(
         text(
             "SELECT set_config(:t, :org, true), set_config(:u, :user, true),"
