@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -18,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, ExceptionContext, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -77,7 +78,6 @@ def create_engine(settings: Settings, *, app_role: bool = True) -> AsyncEngine:
         kwargs.update(
             pool_size=settings.database.pool_size,
             max_overflow=settings.database.max_overflow,
-            pool_pre_ping=True,
         )
     engine = create_async_engine(url, **kwargs)
     if url.get_backend_name() == "sqlite":
@@ -85,6 +85,7 @@ def create_engine(settings: Settings, *, app_role: bool = True) -> AsyncEngine:
         event.listen(engine.sync_engine, "begin", dialects.sqlite.on_begin)
     else:
         event.listen(engine.sync_engine, "handle_error", _flag_lost_connection)
+        _ping_when_idle(engine)
         if app_role:
             role = settings.database.app_role
             event.listen(
@@ -93,6 +94,39 @@ def create_engine(settings: Settings, *, app_role: bool = True) -> AsyncEngine:
                 lambda dbapi_conn, _rec: dialects.postgres.set_role(dbapi_conn, role),
             )
     return engine
+
+
+IDLE_PING_SECONDS = 1.0
+"""A pooled connection unused for this long is pinged before it is handed out."""
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    """Pre-ping, but only connections that sat idle: a busy process reuses its connections
+    within milliseconds, and a ping per transaction was a round trip per transaction. A
+    connection that the server dropped while it was in steady use fails its next statement
+    instead; that error marks it lost (``_flag_lost_connection``), the pool is recycled, and
+    the caller's retry gets a fresh connection (workers retry by themselves; the API answers
+    503 with Retry-After, as it does while the database is down)."""
+    sync_engine = engine.sync_engine
+    dialect = sync_engine.dialect
+
+    def connected(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    def checked_in(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    def checked_out(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get("idle_since", 0.0) < IDLE_PING_SECONDS:
+            return
+        try:
+            dialect.do_ping(dbapi_conn)
+        except Exception as exc:
+            raise DisconnectionError(f"a pooled connection was lost: {exc}") from exc
+
+    event.listen(sync_engine, "connect", connected)
+    event.listen(sync_engine, "checkin", checked_in)
+    event.listen(sync_engine, "checkout", checked_out)
 
 
 _NETWORK_ERRNOS = frozenset(
