@@ -77,6 +77,9 @@ class Plan:
     reads: dict[str, frozenset[str] | None] = field(default_factory=dict)
     """The step keys whose runs each step's expressions read (``steps.X``); None when it
     cannot be known (then a step sees every step). Lets a worker load only those runs."""
+    unlimited: bool = False
+    """Known from the version's row: it has no ``max_concurrent_executions`` (so none of its
+    executions ever waits as pending for its limit). False when unknown."""
 
     def queue_of(self, key: str) -> str:
         return self.steps[key].task_queue or self.step_queues.get(key) or self.task_queue
@@ -219,6 +222,11 @@ class PlanCache:
     async def load(self, session: AsyncSession, workflow: WorkflowRow) -> Plan:
         stamp = workflow.updated_at.isoformat()
         plan = self.get(workflow.id, stamp, workflow.definition, workflow.task_queue)
+        unlimited = workflow.max_concurrent_executions is None
+        if plan.unlimited != unlimited:  # a versioned field: fixed once the version has run
+            plan = self._plans[(workflow.id, stamp)] = dataclasses.replace(
+                plan, unlimited=unlimited
+            )
         if plan.resolved or not any(
             isinstance(s, AgentStep) and (s.agent or (s.component and s.component.name))
             for s in plan.steps.values()

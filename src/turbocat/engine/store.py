@@ -36,7 +36,7 @@ from turbocat.domain.enums import (
 from turbocat.domain.expressions import JSONValue, render_value
 from turbocat.domain.redaction import redact
 from turbocat.domain.runs import Retry, result_of
-from turbocat.engine import activity, admission, children, frames, work_items
+from turbocat.engine import activity, admission, children, frames, queues, work_items
 from turbocat.engine.plan import Plan, PlanCache
 from turbocat.engine.platform import LogLine
 from turbocat.engine.queues import within_activity_limits
@@ -979,6 +979,8 @@ async def _finish(
     log(session, execution, f"execution {status.value} ({execution.result.value})", now,
         level=LogLevel.INFO if status == ExecutionStatus.COMPLETED else LogLevel.ERROR)  # fmt: skip
     await _count(session, execution, now)
+    if plan.unlimited and not await queues.may_be_limited(session, execution.task_queue):
+        return  # nothing can be waiting for the slot this execution frees
     await _release(session, execution, now)
 
 

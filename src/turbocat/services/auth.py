@@ -289,7 +289,8 @@ async def _authenticate_api_key(session: AsyncSession, key: str, now: dt.datetim
         .where(ApiKeyRow.key_hash == digest)
     )
     found = (await session.execute(stmt.execution_options(include_deleted=True))).one_or_none()
-    row, owner = (None, None) if found is None else tuple(found)
+    row: ApiKeyRow | None = None if found is None else found[0]
+    owner: UserRow | None = None if found is None else found[1]
     if row is None or not secrets.compare_digest(row.key_hash, digest):
         raise AuthenticationFailed("the API key is unknown")
     if not row.is_active or row.deleted_at is not None:
