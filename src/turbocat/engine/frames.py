@@ -14,6 +14,7 @@ or the object by branch label (parallel) of its bodies' outputs.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -74,6 +75,18 @@ def remember(session: AsyncSession, run: StepRunRow) -> None:
         frame[run.step_key] = run
 
 
+def step_reads(session: AsyncSession) -> contextlib.AbstractContextManager[object]:
+    """How to read step runs: without flushing first when no step run is new or changed in
+    this session (what is pending then, such as the execution's counters and log lines,
+    cannot change the answer), so those writes go out together in one later flush."""
+    sync = session.sync_session
+    if any(isinstance(o, StepRunRow) for o in sync.new) or any(
+        isinstance(o, StepRunRow) for o in sync.dirty
+    ):
+        return contextlib.nullcontext()
+    return sync.no_autoflush
+
+
 async def frame_runs(
     session: AsyncSession, execution_id: uuid.UUID, scope: str
 ) -> dict[str, StepRunRow]:
@@ -90,13 +103,14 @@ async def chain_runs(
     missing = [s for s in scopes if (execution_id, s) not in cache]
     if missing:
         loaded: dict[str, dict[str, StepRunRow]] = {s: {} for s in missing}
-        rows = (
-            await session.execute(
-                select(StepRunRow)
-                .where(StepRunRow.execution_id == execution_id, StepRunRow.scope.in_(missing))
-                .order_by(StepRunRow.attempt)
-            )
-        ).scalars()
+        with step_reads(session):
+            rows = (
+                await session.execute(
+                    select(StepRunRow)
+                    .where(StepRunRow.execution_id == execution_id, StepRunRow.scope.in_(missing))
+                    .order_by(StepRunRow.attempt)
+                )
+            ).scalars()
         for row in rows:
             loaded[row.scope][row.step_key] = row
         for s, runs in loaded.items():
@@ -224,11 +238,12 @@ async def frame_states(
         return {k: RunState(r.id, r.status, branch_of(r)) for k, r in cached.items()}
     conditions = [k for k in plan.nodes[owner] if plan.steps[k].type == "condition"]
     columns = [StepRunRow.id, StepRunRow.step_key, StepRunRow.status]
-    rows = await session.execute(
-        select(*columns)
-        .where(StepRunRow.execution_id == execution_id, StepRunRow.scope == scope)
-        .order_by(StepRunRow.attempt)
-    )
+    with step_reads(session):
+        rows = await session.execute(
+            select(*columns)
+            .where(StepRunRow.execution_id == execution_id, StepRunRow.scope == scope)
+            .order_by(StepRunRow.attempt)
+        )
     states = {row.step_key: RunState(row.id, row.status, None) for row in rows.all()}
     if conditions:
         labels = await session.execute(

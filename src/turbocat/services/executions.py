@@ -19,6 +19,7 @@ from turbocat.domain import work_queues
 from turbocat.domain.access import Principal
 from turbocat.domain.definitions import WaitStep
 from turbocat.domain.enums import (
+    ExecutionResult,
     ExecutionStatus,
     LogLevel,
     StepStatus,
@@ -134,7 +135,10 @@ async def launch(
         trigger_data=trigger_data or {},
         input_data=input_data,
         output_data={},
-        steps_total=0,
+        steps_total=0,  # set here, not by column defaults: the row is used before its insert
+        steps_completed=0,
+        steps_failed=0,
+        result=ExecutionResult.PENDING,
         task_queue=plan.task_queue,
         idempotency_key=idempotency_key,
         parent_execution_id=parent_execution_id,
