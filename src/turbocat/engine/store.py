@@ -199,16 +199,30 @@ async def claim_made_ready(
     queues: Sequence[str], limit: int, now: dt.datetime, lease: dt.timedelta,
 ) -> list[StepRunRow]:  # fmt: skip
     """Like ``claim``, for rows this transaction just made ready (so it holds their locks and
-    knows them): no search for candidates."""
+    knows them): no search for candidates, and no statement of its own: the rows go out
+    running with the flush that writes them ready (nobody else can see them ready)."""
     due = [
-        (run.id, run.agent_id, run.organization_id, run.queue)
+        run
         for run in rows
         if run.status == S.READY
         and run.queue in queues
         and run.scheduled_for is not None
         and run.scheduled_for <= now
-    ]
-    return await _take(session, due[:limit], worker_id, now, lease)
+    ][:limit]
+    if not due:
+        return []
+    fit = set(await _within_agent_limits(session, [(run.id, run.agent_id) for run in due]))
+    ids = set(
+        await within_activity_limits(
+            session, [(run.id, run.organization_id, run.queue) for run in due if run.id in fit]
+        )
+    )
+    taken = [run for run in due if run.id in ids]
+    for run in taken:
+        run.status, run.lease_owner, run.lease_expires_at = S.RUNNING, worker_id, now + lease
+        run.lease_epoch = (run.lease_epoch or 0) + 1
+        run.started_at = run.updated_at = now
+    return taken
 
 
 async def _take(
