@@ -4,9 +4,12 @@ One step is a conversation: the system prompt (inline, or an agent prompt render
 variables), one user message (``user_prompt`` rendered over the workflow context plus ``inputs``,
 the step's inputs; default: the inputs as JSON), then model calls in a loop:
 
-- a reply asking for tools runs each tool (an agent of the organization, through
-  ``services.run_tool``) and sends the results back; at most ``max_iterations`` model calls may
-  ask for tools, a model still asking after that fails the step (``max_iterations_exceeded``);
+- a reply asking for tools runs each tool and sends the results back: an agent of the
+  organization runs inline (``services.run_tool``); a workflow runs as a child execution the
+  engine starts while the step waits (``ChildNeeded``), its end making the step ready again
+  with the result; a failing tool is an error the model reads. At most ``max_iterations``
+  model calls may ask for tools, a model still asking after that fails the step
+  (``max_iterations_exceeded``);
 - with ``response_schema``, the final reply must be JSON satisfying it; a reply that does not is
   asked for again with the validation error (``schema_retries`` times, setting), then the step
   fails with ``llm_invalid_output`` naming the field and the schema rule.
@@ -15,6 +18,12 @@ Every model call records its token usage (``services.record_usage``) and writes 
 with it; with ``stream`` the text is written to the execution's logs as it arrives, coalesced
 into lines. The output is ``{content, json, model, finish_reason, tool_calls, usage,
 iterations}`` (see docs/agents.md).
+
+The loop is durable: after each model reply asking for tools, each tool result and each schema
+repair, the conversation is checkpointed on the step run (``checkpoint.State``, fenced by the
+step's lease), and a run of the same attempt (after its worker died, or once a workflow tool's
+child ended) resumes from it rather than asking the model again. Only the step's own
+conversation is durable: an llm agent called as a tool runs inline, within its caller's call.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from turbocat.domain.enums import LogLevel, ParentClosePolicy
 from turbocat.domain.errors import ValidationFailed
 from turbocat.domain.expressions import ROOTS, ExpressionError, JSONValue, compile_template
 from turbocat.domain.expressions import render_value as render_json
+from turbocat.engine.agents import checkpoint
 from turbocat.engine.agents.base import AgentError, Invocation, Services, ToolTarget, Usage
 from turbocat.engine.agents.checkpoint import Pending, State, tool_error, tool_result
 from turbocat.engine.agents.http import make_client
@@ -156,10 +166,27 @@ def _tool_name(target: ToolTarget, given: str | None, taken: set[str]) -> str:
     return name
 
 
-async def _tools(spec: LlmConfig, call: Invocation) -> dict[str, tuple[ToolTarget, ToolSpec]]:
+UNAVAILABLE = "unavailable"
+"""The kind of a tool that went away while its conversation was checkpointed."""
+
+
+async def _tools(
+    spec: LlmConfig, call: Invocation, resumed: bool = False
+) -> dict[str, tuple[ToolTarget, ToolSpec]]:
+    """The tools the model is shown. A tool that is unavailable fails the step, unless the
+    conversation is resumed: the model has seen it, so it stays listed and a call to it
+    answers with the reason."""
     found: dict[str, tuple[ToolTarget, ToolSpec]] = {}
     for tool in spec.tools:
-        target = await call.services.tool(tool.type, tool.ref)
+        try:
+            target = await call.services.tool(tool.type, tool.ref)
+        except AgentError as exc:
+            if not resumed or exc.kind != "tool_unavailable":
+                raise
+            target = ToolTarget(
+                type=tool.type, ref=tool.ref, name=tool.ref, description="", parameters={},
+                kind=UNAVAILABLE, config={"reason": exc.message},
+            )  # fmt: skip
         name = _tool_name(target, tool.name, set(found))
         schema = target.parameters if target.parameters.get("type") == "object" else ANY_OBJECT
         description = tool.description or target.description or f"Runs {tool.type} {target.name}"
@@ -280,6 +307,8 @@ class Conversation:
         found = tools.get(request.name)
         if found is None:
             return f"there is no tool named {request.name!r}"
+        if found[0].kind == UNAVAILABLE:
+            return str(found[0].config.get("reason", "the tool is no longer available"))
         if not isinstance(request.arguments, dict):
             return "the arguments are not a JSON object"
         tool = found[1]
@@ -312,7 +341,8 @@ class Conversation:
                 {"tool": request.name, "call_id": request.id},
             )  # fmt: skip
             if target.type == "workflow":
-                raise ChildNeeded(self._child(target, arguments, pending), self.state.to_json())
+                held = {checkpoint.KEY: self.state.to_json()}  # kept while the step waits
+                raise ChildNeeded(self._child(target, arguments, pending), held)
             try:
                 output = await self.call.services.run_tool(
                     target, arguments, self.call, pending.key
@@ -430,8 +460,8 @@ async def invoke(call: Invocation) -> JSONValue:
     await call.services.check_token_quota()  # before any model call: a spent month stops here
     endpoint = await _endpoint(spec, call)
     wire: Wire = OpenAIWire(endpoint) if spec.provider == "openai" else AnthropicWire(endpoint)
-    tools = await _tools(spec, call)
     state = await _resumed(call)
+    tools = await _tools(spec, call, resumed=state is not None)
     if state is None:
         state = State(messages=[Message("user", _user_message(spec, call))])
     request = ChatRequest(

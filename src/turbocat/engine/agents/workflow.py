@@ -49,7 +49,7 @@ class ChildNeeded(Exception):
     workflow tool): the runner hands the engine ``request``, and ``state`` (the step's
     checkpoint, see ``checkpoint.py``) is kept on the step run while it waits."""
 
-    def __init__(self, request: ChildRequest, state: dict[str, JSONValue]) -> None:
+    def __init__(self, request: ChildRequest, state: dict[str, Any]) -> None:
         super().__init__(f"waits for a child execution of {request.workflow}")
         self.request = request
         self.state = state
