@@ -365,3 +365,32 @@ async def test_a_stale_worker_cannot_write_a_checkpoint(
     assert child["input_data"] == {"n": 5}
     assert [r["id"] for r in step_of(done)["output"]["tool_calls"]] == ["live_call"]
     assert stale.steps_run.get("succeeded", 0) == 0
+
+
+async def test_a_workflow_tool_over_the_anthropic_protocol(
+    client: httpx.AsyncClient, app_context: AppContext, fake: FakeLLM
+) -> None:
+    """The checkpoint is protocol-neutral: the resumed conversation is sent in Anthropic's
+    shape, the child's result as a tool_result block answering the tool_use."""
+    owner = await signup(client, "wf-tool-anthropic@example.com")
+    await create(client, owner, "Doubler", DOUBLER)
+    planner = await llm_agent(
+        client, owner, fake, [{"type": "workflow", "ref": "doubler", "name": "double_it"}],
+        provider="anthropic", base_url=fake.anthropic_url, stream=True,
+    )  # fmt: skip
+    parent = await llm_workflow(client, owner, "anthropic", planner)
+    fake.tool("double_it", {"n": 21}, call_id="toolu_1")
+    fake.text("Doubled: 42.")
+    execution_id = await start(client, owner, parent, {"task": "double 21"})
+    await new_worker(app_context, "w-anthropic").drain()
+    done = await get(client, owner, execution_id)
+    assert done["status"] == "completed", step_of(done)["error"]
+    assert done["output_data"] == {"answer": "Doubled: 42."}
+    assert [r.path for r in fake.requests] == ["/v1/messages", "/v1/messages"]
+    first, second = (body["messages"] for body in fake.bodies)
+    assert second[: len(first)] == first
+    assert second[-2]["content"][-1] == {"type": "tool_use", "id": "toolu_1",
+                                         "name": "double_it", "input": {"n": 21}}  # fmt: skip
+    (result,) = second[-1]["content"]
+    assert result["type"] == "tool_result" and result["tool_use_id"] == "toolu_1"
+    assert result["content"] == '{"doubled": 42}'
