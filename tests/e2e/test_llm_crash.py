@@ -45,6 +45,7 @@ def test_a_killed_worker_s_llm_step_resumes_from_its_checkpoint(
     port = free_port()
     api_log = tmp_path / "api.log"
     procs: list[subprocess.Popen[bytes]] = []
+    closing: list[httpx.Client] = []
 
     def spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
         with log.open("w") as out:  # the child keeps its own copy of the file
@@ -67,6 +68,7 @@ def test_a_killed_worker_s_llm_step_resumes_from_its_checkpoint(
             client = httpx.Client(
                 base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30
             )
+            closing.append(client)
 
             def made(url: str, body: dict[str, Any]) -> dict[str, Any]:
                 r = client.post(url, json=body)
@@ -135,6 +137,8 @@ def test_a_killed_worker_s_llm_step_resumes_from_its_checkpoint(
             assert runs[1]["output"] == {"doubled": 42}
             assert runs[1]["execution_id"] == kids[0]["id"]
         finally:
+            for opened in closing:
+                opened.close()
             fake.release.set()
             for proc in procs:
                 if proc.poll() is None:
