@@ -7,6 +7,12 @@ A child carries its link in durable columns and in ``trigger_data`` (no migratio
 parent step's key plus the attempt, so recording the same attempt twice (a retried
 transaction, a rescued step) finds the child it already started instead of starting another,
 while a retry of the step (a new attempt) starts a fresh child.
+
+An llm step's workflow tool is a child too (``ChildRequest.tool_key`` set): its key adds
+``:tool:<tool key>`` (one step may start several), ``trigger_data`` carries ``tool_call_id``,
+and its end does not complete the step: ``answer_tool`` appends its result (or its error) to
+the conversation checkpointed in the step's output and makes the step ready again, so the
+model's loop goes on where it stopped.
 """
 
 from __future__ import annotations
@@ -21,8 +27,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from turbocat.db.models import ExecutionRow, StepRunRow, WorkflowRow
 from turbocat.domain import events
-from turbocat.domain.enums import ExecutionStatus, ParentClosePolicy, WorkflowStatus
+from turbocat.domain.enums import ExecutionStatus, ParentClosePolicy, StepStatus, WorkflowStatus
 from turbocat.domain.errors import NotFound, TurbocatError, ValidationFailed
+from turbocat.engine.agents import checkpoint
 from turbocat.engine.agents.workflow import ChildRequest
 from turbocat.engine.plan import Plan, PlanCache
 from turbocat.engine.runner import StepFailure, StepOutcome
@@ -124,6 +131,10 @@ async def start(
             f"child executions nest deeper than {request.max_depth} levels "
             "([runtimes.workflow] max_depth); does a workflow start itself?",
         )
+    key = f"{run.idempotency_key}:{run.attempt}"
+    link: dict[str, Any] = {}
+    if request.tool_key is not None:
+        key, link = f"{key}:tool:{request.tool_key}", {"tool_call_id": request.tool_call_id}
     try:
         target = await resolve(session, parent.organization_id, request.workflow, request.version)
         started = await executions.launch(
@@ -135,9 +146,10 @@ async def start(
                 events.CHILD_CHAIN_KEY: events.chain_depth(
                     parent.trigger_data or {}, child=parent.parent_execution_id is not None
                 ),
+                **link,
             },
             plans=plans, notify=_nothing, now=now, user_id=parent.user_id,
-            api_key_id=parent.api_key_id, idempotency_key=f"{run.idempotency_key}:{run.attempt}",
+            api_key_id=parent.api_key_id, idempotency_key=key,
             input_path=("inputs",), parent_execution_id=parent.id, parent_step_key=run.step_key,
         )  # fmt: skip
     except TurbocatError as exc:
@@ -147,7 +159,8 @@ async def start(
         return StepOutcome(output={"execution_id": str(child.id)})
     if child.status in ENDED:  # started by an earlier recording of this attempt, and done
         return outcome_of(child)
-    run.output = {"execution_id": str(child.id)}
+    held = run.output if request.tool_key is not None and isinstance(run.output, dict) else {}
+    run.output = {**held, "execution_id": str(child.id)}  # an llm step keeps its checkpoint
     return None
 
 
@@ -208,3 +221,50 @@ def child_id(run: StepRunRow, ended: StepOutcome | None = None) -> uuid.UUID | N
         return uuid.UUID(str(raw)) if raw is not None else None
     except ValueError:
         return None
+
+
+# --- workflows as llm tools -------------------------------------------------------------------
+
+
+def tool_call_of(child: ExecutionRow) -> str | None:
+    """The llm tool call ``child`` answers (None: a workflow step's child)."""
+    raw = (child.trigger_data or {}).get("tool_call_id")
+    return raw if isinstance(raw, str) and child.parent_execution_id is not None else None
+
+
+def answer_tool(
+    run: StepRunRow, call_id: str, ended: StepOutcome, now: dt.datetime, child: str | None = None
+) -> bool:
+    """The llm step ``run`` (waiting) gets its workflow tool's answer: the child's output, or
+    its failure as an error the model reads (as an agent tool's failure is), appended to the
+    checkpoint in its output; the step is ready to run on at once. False when ``run`` holds
+    no checkpoint waiting for ``call_id`` (nothing changes)."""
+    failure = ended.failure
+    output = checkpoint.answered(
+        run.output, call_id, result=None if failure else ended.output,
+        error=f"{failure.type}: {failure.message}" if failure else None, execution_id=child,
+    )  # fmt: skip
+    if output is None:
+        return False
+    run.output = output
+    run.status, run.scheduled_for, run.updated_at = StepStatus.READY, now, now
+    run.lease_owner = run.lease_expires_at = run.completed_at = None
+    run.error = None
+    return True
+
+
+async def resume_tool(
+    session: AsyncSession, child: ExecutionRow, call_id: str, now: dt.datetime
+) -> StepRunRow | None:
+    """``child``, an llm step's workflow tool, ended (its parent is locked by the caller):
+    the step runs on with its result. The step run made ready, or None when it no longer
+    waits (timed out, cancelled)."""
+    run_id = waited_step(child)
+    if run_id is None:
+        return None
+    run = await session.get(StepRunRow, run_id, populate_existing=True)
+    if run is None or run.status != StepStatus.WAITING:
+        return None
+    if not answer_tool(run, call_id, outcome_of(child), now, str(child.id)):
+        return None
+    return run

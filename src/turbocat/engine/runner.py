@@ -60,7 +60,8 @@ class StepOutcome:
     branch: str | None = None
     rendered_input: JSONValue = None
     child: workflow.ChildRequest | None = None
-    """A workflow step's child execution to start: the engine starts it and the step waits."""
+    """A workflow step's child execution to start: the engine starts it and the step waits.
+    (An llm step's workflow tool: ``output`` is then the step's checkpoint, kept meanwhile.)"""
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,8 @@ async def _agent(
         if runtime is None:  # the workflow kind: the engine starts the child durably
             return StepOutcome(child=workflow.prepare(invocation), rendered_input=inputs)
         return StepOutcome(output=await runtime(invocation), rendered_input=inputs)
+    except workflow.ChildNeeded as need:  # an llm step's workflow tool: the engine starts it
+        return StepOutcome(output=need.state, child=need.request, rendered_input=inputs)
     except AgentError as exc:
         failure = StepFailure(exc.kind, exc.message, exc.retryable, None, exc.retry_after,
                               exc.details or None)  # fmt: skip

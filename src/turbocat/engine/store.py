@@ -1138,6 +1138,12 @@ async def _start_child(
         ended: StepOutcome | None = StepOutcome(failure=failure)
     else:
         ended = await children.start(session, execution, run, outcome.child, plan, plans, now)
+        call_id = outcome.child.tool_call_id  # an llm step's workflow tool that ended at once:
+        if ended is not None and call_id and children.answer_tool(run, call_id, ended, now):
+            recorded.made_ready += 1  # the model is told, the step runs on
+            recorded.queues.add(run.queue)
+            recorded.ready_rows.append(run)
+            return
     if ended is None:
         timeout = plan.steps[run.step_key].timeout_ms
         if timeout is not None and run.started_at is not None:
@@ -1165,6 +1171,12 @@ async def _to_parent(session: AsyncSession, child: ExecutionRow, now: dt.datetim
         return
     parent = await _locked(session, child.parent_execution_id)
     if parent.status not in LIVE:
+        return
+    call_id = children.tool_call_of(child)
+    if call_id is not None:  # an llm step's workflow tool: the step runs on with its result
+        resumed = await children.resume_tool(session, child, call_id, now)
+        if resumed is not None:
+            await signals.announce(session, signals.READY, resumed.queue)
         return
     workflow = (
         await session.execute(

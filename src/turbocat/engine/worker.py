@@ -401,8 +401,9 @@ class Worker:
     def _spawn(self, run: StepRunRow, loaded: Loaded | None = None) -> None:
         run_id, claimed = run.id, (run.execution_id, run.started_at)
         services = StepServices(
-            self.db, self.keyring, run.organization_id, self.clock, quotas=self.plans.quotas
-        )
+            self.db, self.keyring, run.organization_id, self.clock, quotas=self.plans.quotas,
+            step_run=(run.id, run.lease_epoch),  # llm checkpoints are fenced on it
+        )  # fmt: skip
         call = StepCall(
             run.execution_id, run.organization_id, run.idempotency_key, run.attempt, services,
             self.runtime_settings, components=self.components,

@@ -96,7 +96,7 @@ class PromptSource:
 
 @dataclass(frozen=True)
 class ToolTarget:
-    """Something an llm step may call: an agent of its organization (or, later, a workflow)."""
+    """Something an llm step may call: an agent or a workflow of its organization."""
 
     type: str
     """agent | workflow"""
@@ -172,6 +172,15 @@ class Services(Protocol):
         """Run ``target`` with ``arguments`` on behalf of the llm step ``parent``, with the
         idempotency key ``<parent key>:tool:<call_id>``."""
 
+    async def load_checkpoint(self) -> dict[str, Any] | None:
+        """The checkpoint the step's run saved before (a step run again after its worker
+        died, or after a workflow tool's child ended); None on a fresh run."""
+
+    async def save_checkpoint(self, state: dict[str, Any]) -> None:
+        """Persist the step's checkpoint (committed before this returns), with the log lines
+        and token usage buffered so far. Fenced by the step's lease: raises
+        AgentError('lease_lost') when this worker no longer holds the step."""
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -220,6 +229,8 @@ class RecordingServices:
     """By ref (id or name)."""
     tool_calls: list[tuple[str, dict[str, JSONValue], str]] = field(default_factory=list)
     """(ref, arguments, idempotency key) of every tool run."""
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    """Every checkpoint saved (none is ever loaded: each invocation starts fresh)."""
 
     async def credential(self, integration_id: uuid.UUID) -> Credential:
         found = self.credentials.get(integration_id)
@@ -255,6 +266,12 @@ class RecordingServices:
     ) -> JSONValue:
         self.tool_calls.append((target.ref, arguments, f"{parent.idempotency_key}:tool:{call_id}"))
         return await run_agent_tool(target, arguments, parent, call_id)
+
+    async def load_checkpoint(self) -> dict[str, Any] | None:
+        return None
+
+    async def save_checkpoint(self, state: dict[str, Any]) -> None:
+        self.checkpoints.append(state)
 
 
 def render_prompt(source: PromptSource, variables: Mapping[str, Any]) -> RenderedPrompt:

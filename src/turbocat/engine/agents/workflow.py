@@ -5,7 +5,8 @@ it does. The runner calls ``prepare`` (config rendered and checked, no I/O) and 
 engine a ``ChildRequest`` instead of an output; the engine, in the transaction that records
 the step, starts the child and puts the step in ``waiting`` (see ``engine/children.py``). The
 child's end completes the step. ``invoke`` only serves callers that would run the kind inline
-(an llm tool): it refuses clearly.
+(an agent called as a tool): it refuses clearly. An llm step whose model calls a workflow
+(``tools: [{type: workflow}]``) reaches the same machinery by raising ``ChildNeeded``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,23 @@ class ChildRequest:
     input: dict[str, JSONValue]
     """The step's rendered inputs: the child execution's input."""
     max_depth: int
+    tool_key: str | None = None
+    """Set when an llm step's model called this workflow as a tool: the tool call's
+    idempotency key (part of the child's). The child's end then answers the call in the
+    step's checkpoint and makes the step ready again, instead of completing it."""
+    tool_call_id: str | None = None
+    """The provider's id of that tool call (which pending call the child answers)."""
+
+
+class ChildNeeded(Exception):
+    """Raised by a runtime that must wait for a child execution (an llm step calling a
+    workflow tool): the runner hands the engine ``request``, and ``state`` (the step's
+    checkpoint, see ``checkpoint.py``) is kept on the step run while it waits."""
+
+    def __init__(self, request: ChildRequest, state: dict[str, Any]) -> None:
+        super().__init__(f"waits for a child execution of {request.workflow}")
+        self.request = request
+        self.state = state
 
 
 def _render(value: Any, scope: dict[str, JSONValue], field: str) -> Any:
