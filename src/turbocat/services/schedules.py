@@ -263,19 +263,22 @@ async def delete(
 # --- firing -----------------------------------------------------------------------------------
 
 
-async def due(session: AsyncSession, now: dt.datetime, limit: int = 100) -> list[uuid.UUID]:
-    """Ids of enabled schedules whose next slot has come, oldest first."""
+async def due(
+    session: AsyncSession, now: dt.datetime, limit: int = 100
+) -> tuple[list[uuid.UUID], dt.datetime | None]:
+    """Ids of enabled schedules whose next slot has come, oldest first (at most ``limit``),
+    and the next slot after ``now`` when this one query saw it (else None: ask
+    ``next_due``)."""
     stmt = (
-        select(ScheduleRow.id)
-        .where(
-            ScheduleRow.enabled.is_(True),
-            ScheduleRow.next_fire_at.is_not(None),
-            ScheduleRow.next_fire_at <= now,
-        )
+        select(ScheduleRow.id, ScheduleRow.next_fire_at)
+        .where(ScheduleRow.enabled.is_(True), ScheduleRow.next_fire_at.is_not(None))
         .order_by(ScheduleRow.next_fire_at)
-        .limit(limit)
+        .limit(limit + 1)
     )
-    return list((await session.execute(stmt)).scalars())
+    rows = (await session.execute(stmt)).all()
+    ids = [row.id for row in rows if row.next_fire_at <= now][:limit]
+    upcoming = next((row.next_fire_at for row in rows if row.next_fire_at > now), None)
+    return ids, upcoming
 
 
 async def next_due(session: AsyncSession) -> dt.datetime | None:
