@@ -263,12 +263,16 @@ async def delete(
 # --- firing -----------------------------------------------------------------------------------
 
 
+NEVER = dt.datetime.max.replace(tzinfo=dt.UTC)
+"""No schedule has a next slot."""
+
+
 async def due(
     session: AsyncSession, now: dt.datetime, limit: int = 100
 ) -> tuple[list[uuid.UUID], dt.datetime | None]:
     """Ids of enabled schedules whose next slot has come, oldest first (at most ``limit``),
-    and the next slot after ``now`` when this one query saw it (else None: ask
-    ``next_due``)."""
+    and the next slot after ``now`` when this one query saw it (``NEVER``: there is none;
+    None: it did not see far enough, ask ``next_due``)."""
     stmt = (
         select(ScheduleRow.id, ScheduleRow.next_fire_at)
         .where(ScheduleRow.enabled.is_(True), ScheduleRow.next_fire_at.is_not(None))
@@ -278,6 +282,8 @@ async def due(
     rows = (await session.execute(stmt)).all()
     ids = [row.id for row in rows if row.next_fire_at <= now][:limit]
     upcoming = next((row.next_fire_at for row in rows if row.next_fire_at > now), None)
+    if upcoming is None and len(rows) <= limit:  # it saw every enabled schedule: none is next
+        upcoming = NEVER
     return ids, upcoming
 
 
