@@ -28,7 +28,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import and_, func, literal, or_, select, update
+from sqlalchemy import Integer, String, and_, bindparam, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, aliased
 
@@ -80,7 +80,7 @@ def step_ended(
     at_commit(session, key, count)
 
 
-def _mean(average: Any, count: Any, duration: int) -> Any:
+def _mean(average: Any, count: Any, duration: Any) -> Any:
     return func.round((average * 1.0 * count + duration) / (count + 1))
 
 
@@ -141,26 +141,45 @@ def _count_component(
 ) -> None:
     """One upsert: insert the (component, workflow) row with this outcome, or add it to the
     row there. The component is the organization's own of that name, else the built-in."""
-    dialect = session.get_bind().dialect.name
+    params = {
+        "new_id": new_id(), "org": org, "workflow_id": workflow_id, "name": name,
+        "ok": int(ok), "failed": int(not ok), "duration": duration, "now": now,
+    }  # fmt: skip
+    session.execute(_component_upsert(session.get_bind().dialect.name), params)
+
+
+_UPSERTS: dict[str, Any] = {}
+
+
+def _component_upsert(dialect: str) -> Any:
+    """The upsert of ``_count_component``, built once per dialect (it runs for every agent
+    step): its values are bound parameters."""
+    stmt = _UPSERTS.get(dialect)
+    if stmt is not None:
+        return stmt
+    duration, now = bindparam("duration", type_=Integer), bindparam("now", type_=UTCDateTime)
     source = (
         select(
-            literal(new_id(), GUID),
-            literal(org, GUID),
+            bindparam("new_id", type_=GUID),
+            bindparam("org", type_=GUID),
             ComponentRow.id,
-            literal(workflow_id, GUID),
+            bindparam("workflow_id", type_=GUID),
             literal(1),
-            literal(int(ok)),
-            literal(int(not ok)),
-            literal(duration),
-            literal(duration),
-            literal(duration),
-            literal(now, UTCDateTime),
-            literal(now, UTCDateTime),
-            literal(now, UTCDateTime),
+            bindparam("ok", type_=Integer),
+            bindparam("failed", type_=Integer),
+            duration,
+            duration,
+            duration,
+            now,
+            now,
+            now,
         )
         .where(
-            ComponentRow.name == name,
-            or_(ComponentRow.organization_id == org, ComponentRow.organization_id.is_(None)),
+            ComponentRow.name == bindparam("name", type_=String),
+            or_(
+                ComponentRow.organization_id == bindparam("org", type_=GUID),
+                ComponentRow.organization_id.is_(None),
+            ),
         )
         .order_by(ComponentRow.organization_id.is_(None), ComponentRow.created_at.desc())
         .limit(1)
@@ -176,8 +195,8 @@ def _count_component(
         index_where=A.workflow_id.is_not(None),
         set_={
             "execution_count": A.execution_count + 1,
-            "success_count": A.success_count + int(ok),
-            "failure_count": A.failure_count + int(not ok),
+            "success_count": A.success_count + bindparam("ok", type_=Integer),
+            "failure_count": A.failure_count + bindparam("failed", type_=Integer),
             "avg_duration_ms": _mean(A.avg_duration_ms, A.execution_count, duration),
             "min_duration_ms": dialects.least(
                 dialect, func.coalesce(A.min_duration_ms, duration), duration
@@ -189,4 +208,5 @@ def _count_component(
             "updated_at": now,
         },
     )
-    session.execute(stmt)
+    _UPSERTS[dialect] = stmt
+    return stmt

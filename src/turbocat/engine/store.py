@@ -16,12 +16,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, assert_never
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Integer, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from turbocat.db import signals
 from turbocat.db.engine import at_commit
 from turbocat.db.models import AgentRow, ExecutionLogRow, ExecutionRow, StepRunRow, WorkflowRow
+from turbocat.db.types import GUID, UTCDateTime
 from turbocat.domain import progress, work_queues
 from turbocat.domain.definitions import AgentStep, AnyStep, WaitStep, WorkQueueDef
 from turbocat.domain.enums import (
@@ -1004,29 +1005,37 @@ async def _count(session: AsyncSession, execution: ExecutionRow, now: dt.datetim
     outbox.execution_ended(session, execution, now)
     ok = execution.status == ExecutionStatus.COMPLETED
     failed = execution.status in (ExecutionStatus.FAILED, ExecutionStatus.TIMEOUT)
-    duration = execution.duration_ms or 0
-    total = WorkflowRow.total_executions
-    counters = (
-        update(WorkflowRow)
-        .where(WorkflowRow.id == execution.workflow_id)
-        .values(
-            total_executions=total + 1,
-            successful_executions=WorkflowRow.successful_executions + (1 if ok else 0),
-            failed_executions=WorkflowRow.failed_executions + (1 if failed else 0),
-            avg_execution_time_ms=func.round(
-                (WorkflowRow.avg_execution_time_ms * 1.0 * total + duration) / (total + 1)
-            ),
-            last_execution_at=now,
-        )
-        .execution_options(synchronize_session=False)
-    )
+    params = {
+        "workflow_id": execution.workflow_id, "ok": int(ok), "failed": int(failed),
+        "duration": execution.duration_ms or 0, "now": now,
+    }  # fmt: skip
     # As the transaction commits: every end of the workflow's executions updates this row.
-    at_commit(session, f"1-workflow:{execution.workflow_id}", lambda s: s.execute(counters))
+    at_commit(
+        session, f"1-workflow:{execution.workflow_id}", lambda s: s.execute(_COUNTERS, params)
+    )
     if execution.parent_execution_id is not None:
         await _to_parent(session, execution, now)
     if execution.status != ExecutionStatus.COMPLETED:
         await _close_children(session, execution, now)
 
+
+_TOTAL = WorkflowRow.total_executions
+_DURATION = bindparam("duration", type_=Integer)
+_COUNTERS = (
+    update(WorkflowRow)
+    .where(WorkflowRow.id == bindparam("workflow_id", type_=GUID))
+    .values(
+        total_executions=_TOTAL + 1,
+        successful_executions=WorkflowRow.successful_executions + bindparam("ok", type_=Integer),
+        failed_executions=WorkflowRow.failed_executions + bindparam("failed", type_=Integer),
+        avg_execution_time_ms=func.round(
+            (WorkflowRow.avg_execution_time_ms * 1.0 * _TOTAL + _DURATION) / (_TOTAL + 1)
+        ),
+        last_execution_at=bindparam("now", type_=UTCDateTime),
+    )
+    .execution_options(synchronize_session=False)
+)
+"""A workflow's counters after one of its executions ended (built once: it runs for each)."""
 
 LIVE = (ExecutionStatus.PENDING, ExecutionStatus.RUNNING, ExecutionStatus.WAITING)
 
