@@ -1,5 +1,8 @@
 """Annotated dependency aliases: the transaction, the caller, the clock, the request's origin.
 
+Every dependency is ``async def``: FastAPI runs plain ``def`` dependencies in its thread
+pool, a thread hop per dependency per request.
+
 One request, one transaction: ``SessionDep`` opens it and commits right after the endpoint
 returns (``scope="function"``), before the response is sent, so a failed commit is an error
 response rather than a lost write.
@@ -25,7 +28,7 @@ from turbocat.security.crypto import Keyring, KeyringError
 from turbocat.services import audit, auth
 
 
-def get_context(request: Request) -> AppContext:
+async def get_context(request: Request) -> AppContext:
     ctx: AppContext = request.app.state.ctx
     return ctx
 
@@ -41,14 +44,14 @@ async def _session(ctx: ContextDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(_session, scope="function")]
 
 
-def _now(ctx: ContextDep) -> dt.datetime:
+async def _now(ctx: ContextDep) -> dt.datetime:
     return ctx.clock()
 
 
 NowDep = Annotated[dt.datetime, Depends(_now)]
 
 
-def _meta(request: Request) -> audit.RequestMeta:
+async def _meta(request: Request) -> audit.RequestMeta:
     return audit.RequestMeta(
         ip_address=request.client.host if request.client else None,
         user_agent=request.headers.get("user-agent"),
@@ -59,7 +62,7 @@ def _meta(request: Request) -> audit.RequestMeta:
 MetaDep = Annotated[audit.RequestMeta, Depends(_meta)]
 
 
-def _keyring(ctx: ContextDep) -> Keyring:
+def _keyring(ctx: AppContext) -> Keyring:
     try:
         return ctx.keyring.get()
     except KeyringError as exc:
@@ -70,7 +73,11 @@ def _keyring(ctx: ContextDep) -> Keyring:
         ) from exc
 
 
-KeyringDep = Annotated[Keyring, Depends(_keyring)]
+async def _keyring_dependency(ctx: ContextDep) -> Keyring:
+    return _keyring(ctx)  # an async dependency runs on the loop, not in the thread pool
+
+
+KeyringDep = Annotated[Keyring, Depends(_keyring_dependency)]
 """The credential encryption keys (reloaded when the key file changes)."""
 
 

@@ -15,7 +15,7 @@ from turbocat.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT, Cursor
 M = TypeVar("M", bound=BaseModel)
 
 
-def _page_request(
+async def _page_request(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="page size")] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
     sort: Annotated[
