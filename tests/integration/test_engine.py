@@ -115,6 +115,7 @@ async def test_sequential_data_steps_complete_with_outputs(client: httpx.AsyncCl
     assert (
         wf["total_executions"] == 1 and wf["successful_executions"] == 1 and wf["last_execution_at"]
     )
+    assert wf["updated_at"] <= done["created_at"]  # counting a run is not an edit of the workflow
 
 
 async def test_condition_branches_skip_and_join_any(client: httpx.AsyncClient) -> None:

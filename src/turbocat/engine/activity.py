@@ -145,7 +145,8 @@ def _count_component(
         "new_id": new_id(), "org": org, "workflow_id": workflow_id, "name": name,
         "ok": int(ok), "failed": int(not ok), "duration": duration, "now": now,
     }  # fmt: skip
-    session.execute(_component_upsert(session.get_bind().dialect.name), params)
+    connection = session.connection()  # Core: no ORM bookkeeping for a plain upsert
+    connection.execute(_component_upsert(connection.dialect.name), params)
 
 
 _UPSERTS: dict[str, Any] = {}

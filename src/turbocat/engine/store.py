@@ -1011,7 +1011,9 @@ async def _count(session: AsyncSession, execution: ExecutionRow, now: dt.datetim
     }  # fmt: skip
     # As the transaction commits: every end of the workflow's executions updates this row.
     at_commit(
-        session, f"1-workflow:{execution.workflow_id}", lambda s: s.execute(_COUNTERS, params)
+        session,
+        f"1-workflow:{execution.workflow_id}",
+        lambda s: s.connection().execute(_COUNTERS, params),  # Core: no ORM bookkeeping
     )
     if execution.parent_execution_id is not None:
         await _to_parent(session, execution, now)
@@ -1032,8 +1034,10 @@ _COUNTERS = (
             (WorkflowRow.avg_execution_time_ms * 1.0 * _TOTAL + _DURATION) / (_TOTAL + 1)
         ),
         last_execution_at=bindparam("now", type_=UTCDateTime),
+        # Counters are not an edit: updated_at stays (it also keys the plan cache, which
+        # this bump made miss on every start of a workflow that had run).
+        updated_at=WorkflowRow.updated_at,
     )
-    .execution_options(synchronize_session=False)
 )
 """A workflow's counters after one of its executions ended (built once: it runs for each)."""
 
