@@ -309,7 +309,9 @@ async def test_every_tenant_table_forces_row_level_security(pg_url: str) -> None
                            (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid)
                     FROM pg_class c
                     JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public'
-                    WHERE c.relkind = 'r' AND (c.relname = 'organizations' OR EXISTS (
+                    WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+                    AND c.relname <> 'execution_idempotency_keys'
+                    AND (c.relname = 'organizations' OR EXISTS (
                         SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid
                         AND a.attname = 'organization_id' AND NOT a.attisdropped))
                     """
@@ -321,6 +323,26 @@ async def test_every_tenant_table_forces_row_level_security(pg_url: str) -> None
     assert set(tables) == marked
     for name, (rls, force, policies) in tables.items():
         assert rls and force and policies >= 2, name
+
+
+@pytest.mark.pg
+async def test_app_role_cannot_reach_partitions_or_the_idempotency_keys(pg_url: str) -> None:
+    """Partitions (no RLS of their own) and execution_idempotency_keys are the owner's: the
+    application role reads executions and logs through the parents, whose policies apply."""
+    async with open_database(pg_url, app_role=False) as db, db.engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text(
+                    "SELECT c.relname, has_table_privilege('turbocat_app', c.oid, 'SELECT')"
+                    " FROM pg_class c WHERE c.relkind = 'r' AND (c.relispartition"
+                    " OR c.relname = 'execution_idempotency_keys')"
+                )
+            )
+        ).all()
+    names = {name for name, _ in rows}
+    assert {"executions_default", "execution_logs_default", "execution_idempotency_keys"} <= names
+    assert any(name.startswith("executions_p") for name in names)
+    assert [name for name, allowed in rows if allowed] == []
 
 
 @pytest.mark.pg

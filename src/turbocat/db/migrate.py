@@ -17,11 +17,12 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Index
+from sqlalchemy import ForeignKeyConstraint, Index
 from sqlalchemy.engine import Connection
 
 from turbocat.config import Settings
 from turbocat.db.engine import create_engine
+from turbocat.db.partitions import is_partition_machinery
 
 SCRIPT_LOCATION = Path(__file__).resolve().parent / "migrations"
 
@@ -44,11 +45,18 @@ IncludeObject = Callable[[object, "str | None", str, bool, object], bool]
 
 def include_object_for(dialect_name: str) -> IncludeObject:
     """Autogenerate filter for one database: skip indexes meant for another (``Index.ddl_if``),
-    such as the PostgreSQL-only GIN indexes, which SQLite never gets."""
+    such as the PostgreSQL-only GIN indexes, which SQLite never gets; and the monthly
+    partitions of PostgreSQL (migration 0006), which the models do not describe."""
 
     def include_object(
         obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
     ) -> bool:
+        if type_ == "table" and name is not None and is_partition_machinery(name):
+            return False
+        if type_ == "foreign_key_constraint" and isinstance(obj, ForeignKeyConstraint):
+            # PostgreSQL clones a foreign key to a partitioned table once per partition.
+            if is_partition_machinery(obj.referred_table.name):
+                return False
         if type_ == "index" and name is not None and name.endswith("_fts"):
             # Expression indexes do not round-trip through reflection; a test checks them.
             return False

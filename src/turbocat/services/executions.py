@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from turbocat.db import partitions
 from turbocat.db.engine import after_commit
 from turbocat.db.listing import PageRequest, apply_page
 from turbocat.db.models import ExecutionLogRow, ExecutionRow, StepRunRow, WorkflowRow
@@ -308,6 +309,17 @@ async def list_executions(
         stmt = stmt.where(ExecutionRow.created_at >= filters.since)
     if filters.until is not None:
         stmt = stmt.where(ExecutionRow.created_at < filters.until)
+    # The same window on the id, which carries created_at: PostgreSQL then reads only the
+    # months it spans (and, after a cursor, only the months before it).
+    since, until = filters.since, filters.until
+    at = page.cursor.created_at() if page.cursor is not None else None
+    if at is not None and at.tzinfo is not None:
+        if page.sort == "-created_at":
+            at += dt.timedelta(microseconds=1)
+            until = at if until is None else min(until, at)
+        elif page.sort == "created_at":
+            since = at if since is None else max(since, at)
+    stmt = stmt.where(*partitions.created_window(ExecutionRow.id, since, until))
     stmt = apply_page(stmt, page, id_col=ExecutionRow.id, created_col=ExecutionRow.created_at)
     return list((await session.execute(stmt)).scalars())
 

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from turbocat.db.base import Base, IdMixin, TenantMixin, TimestampMixin
 from turbocat.db.models._common import fk, partial_index
 from turbocat.db.types import GUID, JSONDoc, UTCDateTime, enum_type, utc_now
+from turbocat.domain.ids import new_id, new_id_at
 from turbocat.domain.enums import (
     ExecutionResult,
     ExecutionStatus,
@@ -29,6 +30,14 @@ from turbocat.domain.enums import (
     TriggerType,
     WorkItemStatus,
 )
+
+
+def _id_of_created_at(context: Any) -> uuid.UUID:
+    """An execution's id carries its ``created_at`` (when given) rather than the clock's time:
+    on PostgreSQL the id picks the month partition, and lists filtered by creation time prune
+    partitions by id (``db.partitions.created_window``)."""
+    created = context.get_current_parameters().get("created_at")
+    return new_id_at(created) if isinstance(created, dt.datetime) else new_id()
 
 
 class ExecutionRow(IdMixin, TimestampMixin, TenantMixin, Base):
@@ -45,6 +54,9 @@ class ExecutionRow(IdMixin, TimestampMixin, TenantMixin, Base):
             name="step_counters_non_negative",
         ),
         CheckConstraint("duration_ms IS NULL OR duration_ms >= 0", name="duration_non_negative"),
+        # Unique per (organization, workflow) when given. PostgreSQL partitions executions by
+        # id (migration 0006) and cannot have this unique index there: the table
+        # execution_idempotency_keys, filled by a trigger, holds the uniqueness instead.
         partial_index(
             "uq_executions_idempotency_key",
             "organization_id",
@@ -52,7 +64,14 @@ class ExecutionRow(IdMixin, TimestampMixin, TenantMixin, Base):
             "idempotency_key",
             unique=True,
             where="idempotency_key IS NOT NULL",
-        ),
+        ).ddl_if(dialect="sqlite"),
+        partial_index(
+            "ix_executions_idempotency_key",
+            "organization_id",
+            "workflow_id",
+            "idempotency_key",
+            where="idempotency_key IS NOT NULL",
+        ).ddl_if(dialect="postgresql"),
         Index("ix_executions_organization_id_created_at", "organization_id", "created_at"),
         Index("ix_executions_workflow_id_created_at", "workflow_id", "created_at"),
         Index("ix_executions_status", "status"),
@@ -62,6 +81,9 @@ class ExecutionRow(IdMixin, TimestampMixin, TenantMixin, Base):
         {"info": {"rls": "tenant"}},
     )
 
+    id: Mapped[uuid.UUID] = mapped_column(
+        GUID, primary_key=True, default=_id_of_created_at, sort_order=-100
+    )
     workflow_id: Mapped[uuid.UUID] = mapped_column(GUID, fk("workflows.id", "CASCADE"))
     user_id: Mapped[uuid.UUID | None] = mapped_column(GUID, fk("users.id", "SET NULL"), index=True)
     api_key_id: Mapped[uuid.UUID | None] = mapped_column(
