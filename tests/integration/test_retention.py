@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from turbocat.cli.main import app as cli_app
 from turbocat.config import Settings
-from turbocat.db import jobs
+from turbocat.db import jobs, partitions
 from turbocat.db.base import Base
 from turbocat.db.engine import Database, TenantContext
 from turbocat.db.models import (
@@ -51,6 +51,7 @@ from turbocat.domain.enums import (
     UsageMetric,
     WorkItemStatus,
 )
+from turbocat.domain.ids import new_id_at
 from turbocat.domain.retention import Policy
 from turbocat.engine.scheduler import RetentionJob, Scheduler, SchedulerConfig
 from turbocat.services import retention
@@ -98,7 +99,9 @@ class World:
 
     def add(self, row: Any, *, removed: bool = False) -> Any:
         if getattr(row, "id", None) is None:
-            row.id = uuid.uuid4()
+            # An execution's id carries its creation time, as the service makes it (on
+            # PostgreSQL the id picks the month partition).
+            row.id = new_id_at(row.created_at) if isinstance(row, ExecutionRow) else uuid.uuid4()
         table = row.__tablename__
         self.rows.setdefault(table, set()).add(row.id)
         if removed:
@@ -392,6 +395,8 @@ async def db(database_url: str) -> AsyncIterator[Database]:
 
 @pytest.fixture
 async def world(db: Database) -> World:
+    async with db.transaction(SYSTEM) as session:  # the months of the history (PostgreSQL)
+        await partitions.create_months(session, NOW - dt.timedelta(days=800), NOW)
     w = build_world(NOW)
     await write(db, w)
     return w
@@ -412,6 +417,19 @@ async def test_retention_removes_exactly_what_the_policies_say(db: Database, wor
     totals = report.totals()
     for table, ids in world.gone.items():
         assert totals[table] == len(ids), table
+    if db.dialect == "postgresql":
+        # December 2025 holds only failed, timed-out and cancelled executions past 180 days:
+        # dropped whole, with its logs; months with a kept row stay (swept in batches).
+        assert {"executions_p2025_12", "execution_logs_p2025_12"} <= set(
+            report.partitions_dropped
+        )
+        assert report.partitions_dropped == dry.partitions_dropped
+        assert "executions_p2026_04" not in report.partitions_dropped
+        async with db.transaction(SYSTEM, readonly=True) as session:
+            left = {p.name for p in await partitions.monthly(session)}
+        assert "executions_p2025_12" not in left and "executions_p2026_04" in left
+    else:
+        assert report.partitions_dropped == []
     a, b = (_removed(report)[slug] for slug in ("a", "b"))
     assert a["executions"] == 6 and b["executions"] == 4  # b keeps successful ones forever
     assert b["audit_logs"] == 1 and a["audit_logs"] == 1

@@ -71,6 +71,9 @@ def _print(report: retention.Report) -> None:
     rows = [r for r in rows if r[2]]
     for slug, reason in report.skipped.items():
         console.print(f"[yellow]skipped[/yellow] {escape(slug)}: {escape(reason)}")
+    if report.partitions_dropped:
+        dropped = "would drop" if report.dry_run else "dropped"
+        console.print(f"partitions {dropped}: {', '.join(report.partitions_dropped)}")
     if not rows:
         console.print(f"nothing to remove ({len(report.scopes)} scopes checked)")
         return

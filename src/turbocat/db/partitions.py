@@ -99,7 +99,7 @@ async def is_partitioned(conn: AsyncConnection | AsyncSession) -> bool:
     if _dialect(conn) != "postgresql":
         return False
     found = await conn.execute(
-        text("SELECT relkind FROM pg_class WHERE oid = to_regclass('executions')")
+        text("SELECT relkind::text FROM pg_class WHERE oid = to_regclass('executions')")
     )
     return found.scalar_one_or_none() == "p"
 
@@ -129,14 +129,21 @@ async def create_ahead(
 ) -> list[str]:
     """Create the missing partitions from ``now``'s month to ``months`` months ahead (both
     tables); the names created. Idempotent, and safe beside other schedulers."""
-    if not await is_partitioned(session):
-        return []
     last = month_start(now)
     for _ in range(months):
         last = next_month(last)
+    return await create_months(session, now, last)
+
+
+async def create_months(session: AsyncSession, first: dt.datetime, last: dt.datetime) -> list[str]:
+    """Create the missing partitions of the months from ``first``'s to ``last``'s (both
+    tables); the names created. A month whose rows already sit in a DEFAULT partition is left
+    out, with a warning from PostgreSQL."""
+    if not await is_partitioned(session):
+        return []
     rows = await session.execute(
         text("SELECT turbocat_create_partitions(:first, :last)"),
-        {"first": month_start(now), "last": last},
+        {"first": month_start(first), "last": month_start(last)},
     )
     return [str(name) for (name,) in rows.all()]
 
@@ -175,6 +182,7 @@ __all__ = [
     "PARENTS",
     "Partition",
     "create_ahead",
+    "create_months",
     "created_window",
     "default_rows",
     "drop",

@@ -20,9 +20,10 @@ update in one go, are set to NULL first the same way), so no table is locked for
 crash loses nothing but time: the next run carries on. A dry run counts with the same
 predicates and reports the same numbers.
 
-Each sweep is one function per kind of table taking a ``Sweeper`` and a ``Scope``: a
-partition-dropping strategy (PostgreSQL, monthly partitions of executions and logs) replaces
-``sweep_logs``/``sweep_executions`` in ``SWEEPS`` without touching the others.
+Each sweep is one function per kind of table taking a ``Sweeper`` and a ``Scope``. Where
+executions and logs are partitioned by month (PostgreSQL), ``services.retention_months`` first
+drops the months whose rows are all past their periods, whole; the sweeps then find only the
+rest.
 """
 
 from __future__ import annotations
@@ -70,15 +71,13 @@ from turbocat.domain.enums import ExecutionStatus
 from turbocat.domain.errors import NotFound, ValidationFailed
 from turbocat.domain.retention import SETTINGS_KEY, Kind, Policy, parse_overrides
 from turbocat.services import audit
+from turbocat.services.retention_months import FAILED_STATUSES, drop_expired_months
 
 log = logging.getLogger("turbocat.retention")
 SYSTEM = TenantContext(system=True)
 PLATFORM = "(platform)"
 """The report's name for rows of no organization (users, built-in templates)."""
 
-FAILED_STATUSES = (ExecutionStatus.FAILED, ExecutionStatus.TIMEOUT, ExecutionStatus.CANCELLED)
-"""Kept for the failed period: an execution that did not complete, cancelled ones included
-(someone may still want to know why it was stopped)."""
 
 Counts = Counter[str]
 
@@ -412,6 +411,8 @@ class Report:
     scopes: list[ScopeReport] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     """Organizations left alone, with why (invalid overrides in their settings)."""
+    partitions_dropped: list[str] = field(default_factory=list)
+    """Monthly partitions dropped whole (PostgreSQL; on a dry run, those that would be)."""
 
     def totals(self) -> Counts:
         total = Counts()
@@ -426,6 +427,7 @@ class Report:
             "totals": dict(sorted(self.totals().items())),
             "scopes": [s.as_json() for s in self.scopes],
             "skipped": self.skipped,
+            "partitions_dropped": self.partitions_dropped,
         }
 
 
@@ -470,8 +472,12 @@ async def run(
         scopes.append(Scope(org.id, org.slug, policy, now))
     if organization is None:
         scopes.append(Scope(None, PLATFORM, defaults, now))
+    months = await drop_expired_months(sweeper, scopes, now)
+    report.partitions_dropped = months.dropped
     for scope in scopes:
         removed = Counts()
+        if scope.organization_id is not None:
+            removed += months.removed.get(scope.organization_id, Counts())
         for _name, sweep in SWEEPS:
             removed += await sweep(sweeper, scope)
         report.scopes.append(

@@ -108,6 +108,8 @@ CREATE FUNCTION turbocat_drop_partition(p_name text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT SET lock_timeout = '5s' AS $$
 DECLARE
   parent text;
+  related text;
+  locked boolean := false;
 BEGIN
   SELECT i.inhparent::regclass::text INTO parent
     FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
@@ -115,6 +117,35 @@ BEGIN
      AND i.inhparent IN (to_regclass('executions'), to_regclass('execution_logs'));
   IF parent IS NULL OR p_name !~ '^(executions|execution_logs)_p[0-9]{4}_[0-9]{2}$' THEN
     RAISE EXCEPTION 'not a monthly partition of executions or execution_logs: %', p_name;
+  END IF;
+  IF parent = 'executions' THEN
+    -- What ON DELETE CASCADE would do, which dropping a partition does not.
+    EXECUTE format('DELETE FROM execution_idempotency_keys k USING %I e'
+                   ' WHERE k.execution_id = e.id', p_name);
+  END IF;
+  -- DETACH and DROP lock, one after the other, the parent and every table a foreign key links
+  -- to it (organizations, workflows, step_runs, ...). Waiting for each in turn would deadlock
+  -- with a transaction reading them in another order, so take them all at once without
+  -- waiting, and try again shortly while any is in use (about 10 s, then give up).
+  SELECT string_agg(format('%s', rel::regclass), ', ' ORDER BY rel) INTO related FROM (
+    SELECT to_regclass(parent)::oid AS rel
+    UNION SELECT confrelid FROM pg_constraint
+     WHERE conrelid = to_regclass(parent) AND contype = 'f' AND conparentid = 0
+    UNION SELECT conrelid FROM pg_constraint
+     WHERE confrelid = to_regclass(parent) AND contype = 'f' AND conparentid = 0
+  ) AS r;
+  FOR attempt IN 1..200 LOOP
+    BEGIN
+      EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE NOWAIT', related);
+      locked := true;
+      EXIT;
+    EXCEPTION WHEN lock_not_available THEN
+      PERFORM pg_sleep(0.05);
+    END;
+  END LOOP;
+  IF NOT locked THEN
+    RAISE EXCEPTION 'tables in use: could not lock % to drop %', related, p_name
+      USING ERRCODE = 'lock_not_available';
   END IF;
   EXECUTE format('ALTER TABLE %I DETACH PARTITION %I', parent, p_name);
   EXECUTE format('DROP TABLE %I', p_name);
