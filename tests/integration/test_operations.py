@@ -81,10 +81,17 @@ async def test_doctor_passes_a_healthy_installation(
     code, checks = await doctor(settings)
     assert code == 0, checks
     assert list(checks) == [
-        "connectivity", "migrations", "table_sizes", "slow_queries", "stuck_steps",
-        "overdue_executions", "workers", "scheduler",
+        "connectivity", "migrations", "table_sizes", "partitions", "slow_queries",
+        "stuck_steps", "overdue_executions", "workers", "scheduler",
     ]  # fmt: skip
     assert all(c["status"] == "ok" for c in checks.values()), checks
+    if settings.resolved_database_url.startswith("postgresql"):
+        months = checks["partitions"]["data"]["months"]
+        assert len(months) >= 4 and checks["partitions"]["data"]["default_rows"] == {
+            "executions_default": 0, "execution_logs_default": 0,
+        }  # fmt: skip
+    else:
+        assert "plain tables" in checks["partitions"]["detail"]
     sizes = checks["table_sizes"]["data"]
     assert sizes["total_bytes"] > 0 and "users" in sizes["tables"]
     assert "skipped" in checks["slow_queries"]["detail"]

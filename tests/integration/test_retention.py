@@ -420,9 +420,7 @@ async def test_retention_removes_exactly_what_the_policies_say(db: Database, wor
     if db.dialect == "postgresql":
         # December 2025 holds only failed, timed-out and cancelled executions past 180 days:
         # dropped whole, with its logs; months with a kept row stay (swept in batches).
-        assert {"executions_p2025_12", "execution_logs_p2025_12"} <= set(
-            report.partitions_dropped
-        )
+        assert {"executions_p2025_12", "execution_logs_p2025_12"} <= set(report.partitions_dropped)
         assert report.partitions_dropped == dry.partitions_dropped
         assert "executions_p2026_04" not in report.partitions_dropped
         async with db.transaction(SYSTEM, readonly=True) as session:

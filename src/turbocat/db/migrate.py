@@ -53,10 +53,13 @@ def include_object_for(dialect_name: str) -> IncludeObject:
     ) -> bool:
         if type_ == "table" and name is not None and is_partition_machinery(name):
             return False
-        if type_ == "foreign_key_constraint" and isinstance(obj, ForeignKeyConstraint):
+        if (
+            type_ == "foreign_key_constraint"
+            and isinstance(obj, ForeignKeyConstraint)
+            and is_partition_machinery(obj.referred_table.name)
+        ):
             # PostgreSQL clones a foreign key to a partitioned table once per partition.
-            if is_partition_machinery(obj.referred_table.name):
-                return False
+            return False
         if type_ == "index" and name is not None and name.endswith("_fts"):
             # Expression indexes do not round-trip through reflection; a test checks them.
             return False

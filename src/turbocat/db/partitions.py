@@ -36,7 +36,6 @@ KEYS_TABLE = "execution_idempotency_keys"
 
 _MONTHLY = re.compile(r"^(executions|execution_logs)_p(\d{4})_(\d{2})$")
 _MACHINERY = frozenset({"executions_default", "execution_logs_default", KEYS_TABLE})
-_MILLISECOND = dt.timedelta(milliseconds=1)
 
 
 def is_partition_machinery(table: str) -> bool:
@@ -89,9 +88,15 @@ def created_window(
     if since is not None:
         bounds.append(id_col >= id_floor(since))
     if until is not None:
-        # created_at < until: its millisecond, which the id carries, is at most until's.
-        bounds.append(id_col < id_floor(until + _MILLISECOND))
+        # created_at < until: its millisecond, which the id carries, is before until rounded
+        # up to a whole millisecond.
+        bounds.append(id_col < id_floor(_ceil_ms(until)))
     return bounds
+
+
+def _ceil_ms(when: dt.datetime) -> dt.datetime:
+    spare = when.microsecond % 1000
+    return when if spare == 0 else when + dt.timedelta(microseconds=1000 - spare)
 
 
 async def is_partitioned(conn: AsyncConnection | AsyncSession) -> bool:
@@ -162,18 +167,16 @@ async def default_rows(conn: AsyncConnection | AsyncSession) -> dict[str, int]:
     counts = {}
     for parent in PARENTS:
         found = await conn.execute(
-            text(
-                f"SELECT count(*) FROM {parent}"  # noqa: S608 - fixed table names
-                f" WHERE tableoid = to_regclass('{parent}_default')"
-            )
+            text(f"SELECT count(*) FROM {parent} WHERE tableoid = to_regclass('{parent}_default')")
         )
         counts[f"{parent}_default"] = int(found.scalar_one())
     return counts
 
 
 def _dialect(conn: AsyncConnection | AsyncSession) -> str:
-    bind = conn.bind if isinstance(conn, AsyncSession) else conn
-    return bind.dialect.name
+    if isinstance(conn, AsyncSession):
+        return conn.get_bind().dialect.name
+    return conn.dialect.name
 
 
 __all__ = [

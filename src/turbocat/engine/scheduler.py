@@ -1,4 +1,5 @@
-"""The scheduler loop: fire due cron slots, and run the periodic deployment health check.
+"""The scheduler loop: fire due cron slots, and run the periodic deployment health check,
+usage gauges and (PostgreSQL) the creation of the monthly partitions ahead.
 
 One runs inside ``turbocat serve`` (``scheduler.embedded``) and any number in ``turbocat
 scheduler`` processes (PostgreSQL). They need no coordination: each slot is fired in its own
@@ -20,11 +21,11 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.exc import IntegrityError
 
-from turbocat.db import jobs
+from turbocat.db import jobs, partitions
 from turbocat.db.engine import Database, TenantContext, is_conflict
 from turbocat.domain import deployments as deployment_rules
 from turbocat.domain.retention import Policy
@@ -60,6 +61,8 @@ class SchedulerConfig:
     """How often every organization's usage gauges are measured (``metering.measure_gauges``)."""
     retention: RetentionJob | None = None
     """Run retention periodically, beside the ticks (None: never)."""
+    partitions_every: dt.timedelta = dt.timedelta(hours=1)
+    """How often the monthly partitions ahead are checked and created (PostgreSQL)."""
 
 
 @dataclass
@@ -68,6 +71,8 @@ class TickResult:
     health_checked: int = 0
     usage_measured: int = 0
     """Organizations whose usage gauges this tick measured."""
+    partitions_created: list[str] = field(default_factory=list)
+    """Monthly partitions this tick created ahead (PostgreSQL)."""
 
 
 class Scheduler:
@@ -91,6 +96,7 @@ class Scheduler:
         self._last_usage: dt.datetime | None = None
         self._upcoming: dt.datetime | None = None
         """The next slot after the last look at the due ones (one query fewer when idle)."""
+        self._last_partitions: dt.datetime | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Tick until ``stop`` is set (with retention beside it, when configured)."""
@@ -151,7 +157,26 @@ class Scheduler:
         if self._last_usage is None or now - self._last_usage >= self.config.usage_gauges_every:
             self._last_usage = now
             result.usage_measured = await self.measure_usage(now)
+        if self._last_partitions is None or now - self._last_partitions >= (
+            self.config.partitions_every
+        ):
+            self._last_partitions = now
+            result.partitions_created = await self.create_partitions(now)
         return result
+
+    async def create_partitions(self, now: dt.datetime) -> list[str]:
+        """Create the months ahead of executions and logs that are missing (PostgreSQL; a
+        no-op elsewhere). Every scheduler does it: the database serializes and skips what
+        exists. A failure (a table too busy to lock) is logged and retried next time."""
+        try:
+            async with self.db.transaction(SYSTEM) as session:
+                created = await partitions.create_ahead(session, now)
+        except Exception:
+            log.exception("creating the monthly partitions ahead failed; retrying later")
+            return []
+        if created:
+            log.info("created partitions %s", ", ".join(created))
+        return created
 
     async def _fire(self, schedule_id: uuid.UUID, now: dt.datetime) -> schedules.Fired | None:
         deadline = time.monotonic() + 10

@@ -3,7 +3,8 @@
 Failing checks are problems an operator must act on (the database unreachable or behind its
 migrations, steps whose lease ran out with no worker to rescue them, executions past their
 time limit that nobody ends, ready work and no live worker); warnings deserve a look (stale
-worker registrations, a scheduler behind, slow statements).
+worker registrations, a scheduler behind, slow statements, missing months ahead or rows in
+the DEFAULT partitions on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, Literal
 from sqlalchemy import text
 
 from turbocat.config import Settings
-from turbocat.db import migrate
+from turbocat.db import migrate, partitions
 from turbocat.db.dialects import stats
 from turbocat.db.engine import Database, TenantContext
 from turbocat.services import monitoring
@@ -56,6 +57,9 @@ async def run_checks(db: Database, settings: Settings, now: dt.datetime) -> list
             checks = [Check("connectivity", "ok", f"{db.dialect} {version}")]
             checks.append(_migrations(revision))
             checks.append(await _table_sizes(conn))
+            if revision is not None:
+                checks.append(await _partitions(conn, now))
+            # Last on this connection: an unreadable pg_stat_statements aborts its transaction.
             checks.append(await _slow_queries(conn))
     except Exception as exc:  # the report says what failed; it never raises
         return [Check("connectivity", "fail", f"cannot reach the database: {exc}")]
@@ -112,6 +116,37 @@ async def _slow_queries(conn: Any) -> Check:
         f"{worst.mean_ms:.0f} ms over {worst.calls} calls: {worst.query[:120]}"
     )
     return Check("slow_queries", "warn", detail, data)
+
+
+async def _partitions(conn: Any, now: dt.datetime) -> Check:
+    """Monthly partitions (PostgreSQL): the months present, whether next month exists, and rows
+    stranded in the DEFAULT partitions (ids that carry no month that exists)."""
+    if not await partitions.is_partitioned(conn):
+        return Check("partitions", "ok", f"not partitioned ({conn.dialect.name}: plain tables)")
+    months = await partitions.monthly(conn)
+    stranded = await partitions.default_rows(conn)
+    runs = sorted(p.month for p in months if p.parent == "executions")
+    data: dict[str, Any] = {
+        "months": [m.strftime("%Y-%m") for m in runs],
+        "default_rows": stranded,
+    }
+    span = f"{runs[0]:%Y-%m} to {runs[-1]:%Y-%m}" if runs else "none"
+    problems = []
+    ahead = partitions.next_month(partitions.month_start(now))
+    if ahead not in runs:
+        problems.append(
+            f"no partition for {ahead:%Y-%m} yet: is a scheduler running? (it creates "
+            f"{partitions.AHEAD_MONTHS} months ahead; until then new rows go to the DEFAULT "
+            "partition)"
+        )
+    if any(stranded.values()):
+        rows = ", ".join(f"{n} in {t}" for t, n in stranded.items() if n)
+        problems.append(f"rows outside every month: {rows}")
+    if problems:
+        return Check(
+            "partitions", "warn", f"{len(runs)} months ({span}); " + "; ".join(problems), data
+        )
+    return Check("partitions", "ok", f"{len(runs)} months ({span}), DEFAULT partitions empty", data)
 
 
 def _stuck(stuck: list[monitoring.StuckStep], lease_seconds: float) -> Check:

@@ -121,7 +121,9 @@ def _latest(scopes: Sequence[Any], *kinds: Kind) -> dt.datetime | None:
     return max(found, default=None)
 
 
-async def drop_expired_months(sweeper: Any, scopes: Sequence[Any], now: dt.datetime) -> MonthsResult:
+async def drop_expired_months(
+    sweeper: Any, scopes: Sequence[Any], now: dt.datetime
+) -> MonthsResult:
     """Drop the months whose rows are all past their periods (see the module's doc)."""
     result = MonthsResult()
     async with sweeper.db.transaction(SYSTEM, readonly=True) as session:
@@ -142,18 +144,24 @@ async def drop_expired_months(sweeper: Any, scopes: Sequence[Any], now: dt.datet
             break
         runs, logs = by_month[month].get("executions"), by_month[month].get("execution_logs")
         if runs is not None and latest_execution is not None and runs.end <= latest_execution:
-            keeps = select(literal(1)).select_from(ExecutionRow).outerjoin(
-                cut, cut.c.org == ExecutionRow.organization_id
-            ).where(runs.holds(ExecutionRow.id), _expired(cut).is_not(True))
+            keeps = (
+                select(literal(1))
+                .select_from(ExecutionRow)
+                .outerjoin(cut, cut.c.org == ExecutionRow.organization_id)
+                .where(runs.holds(ExecutionRow.id), _expired(cut).is_not(True))
+            )
             if not await _exists(sweeper, keeps):
                 await _drop_executions(sweeper, runs, logs, result)
                 continue
         if logs is not None and latest_logs is not None and logs.end <= latest_logs:
-            keeps = select(literal(1)).select_from(ExecutionLogRow).outerjoin(
-                cut, cut.c.org == ExecutionLogRow.organization_id
-            ).where(
-                logs.holds(ExecutionLogRow.execution_id),
-                (ExecutionLogRow.created_at < cut.c.logs).is_not(True),
+            keeps = (
+                select(literal(1))
+                .select_from(ExecutionLogRow)
+                .outerjoin(cut, cut.c.org == ExecutionLogRow.organization_id)
+                .where(
+                    logs.holds(ExecutionLogRow.execution_id),
+                    (ExecutionLogRow.created_at < cut.c.logs).is_not(True),
+                )
             )
             # A live execution of the month may still write lines there.
             live = select(literal(1)).where(
@@ -169,7 +177,9 @@ async def _exists(sweeper: Any, stmt: Any) -> bool:
         return bool((await session.execute(select(exists(stmt)))).scalar_one())
 
 
-async def _per_organization(sweeper: Any, model: Any, where: ColumnElement[bool]) -> dict[uuid.UUID, int]:
+async def _per_organization(
+    sweeper: Any, model: Any, where: ColumnElement[bool]
+) -> dict[uuid.UUID, int]:
     stmt = select(model.organization_id, func.count()).where(where).group_by(model.organization_id)
     async with sweeper.db.transaction(SYSTEM, readonly=True) as session:
         return {org: int(n) for org, n in (await session.execute(stmt)).all()}
@@ -196,7 +206,7 @@ async def _unlink(sweeper: Any, link: Any, runs: Partition) -> None:
         stmt = update(ExecutionRow).where(ExecutionRow.id.in_(picked)).values({link.key: None})
         async with sweeper.db.transaction(SYSTEM) as session:
             result = await session.execute(stmt, execution_options={"synchronize_session": False})
-        if int(result.rowcount or 0) < sweeper.batch_size:  # type: ignore[attr-defined]
+        if int(result.rowcount or 0) < sweeper.batch_size:
             return
 
 

@@ -20,7 +20,6 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from turbocat.db.base import Base, IdMixin, TenantMixin, TimestampMixin
 from turbocat.db.models._common import fk, partial_index
 from turbocat.db.types import GUID, JSONDoc, UTCDateTime, enum_type, utc_now
-from turbocat.domain.ids import new_id, new_id_at
 from turbocat.domain.enums import (
     ExecutionResult,
     ExecutionStatus,
@@ -30,6 +29,7 @@ from turbocat.domain.enums import (
     TriggerType,
     WorkItemStatus,
 )
+from turbocat.domain.ids import new_id, new_id_at
 
 
 def _id_of_created_at(context: Any) -> uuid.UUID:
