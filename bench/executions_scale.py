@@ -1,7 +1,7 @@
 """Reads and retention over 1,000,000 executions on PostgreSQL, partitioned by month.
 
     python bench/executions_scale.py [--rows 1000000] [--logs-per 4] [--months 12]
-                                     [--samples 200] [--out FILE] [--keep]
+                                     [--samples 200] [--out FILE]
 
 On a throwaway database (``turbocat_bench.fresh_database``: created, migrated, dropped) it
 writes ``--rows`` executions spread evenly over the last ``--months`` months (the current one
@@ -140,9 +140,7 @@ async def fill(url: str, args: argparse.Namespace, now: dt.datetime) -> dict[str
                 count = per_month + (args.rows % len(months) if index == 0 else 0)
                 current = index == len(months) - 1
                 if phase == "executions":
-                    await conn.execute(
-                        EXECUTIONS_SQL, month, end, orgs, workflows, count, current
-                    )
+                    await conn.execute(EXECUTIONS_SQL, month, end, orgs, workflows, count, current)
                 elif phase == "step_runs":
                     await conn.execute(STEPS_SQL, id_floor(month), id_floor(next_month(month)))
                 elif args.logs_per:
@@ -231,7 +229,7 @@ async def reads(
     from turbocat.domain.pagination import Cursor
     from turbocat.services import executions
 
-    rng = random.Random(7)
+    rng = random.Random(7)  # noqa: S311 - sampling, not secrets
     start = months[0]
     span = (now - start).total_seconds()
 
@@ -309,9 +307,6 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 retention_seconds = time.perf_counter() - started
             finally:
                 await db.dispose()
-            if args.keep:
-                print(f"kept: {url}", file=sys.stderr)
-                input("press Enter to drop the database ")
     return {
         "rows": args.rows,
         "logs_per": args.logs_per,
@@ -364,7 +359,6 @@ def main() -> int:
     parser.add_argument("--months", type=int, default=12)
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--out", type=Path)
-    parser.add_argument("--keep", action="store_true", help="keep the database until Enter")
     args = parser.parse_args()
     if args.rows < args.months * 100:
         parser.error("--rows: at least 100 per month")

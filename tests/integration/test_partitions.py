@@ -48,6 +48,9 @@ def test_ids_carry_their_time_and_month_bounds_order_them() -> None:
     assert id_floor(at) <= made < id_floor(dt.datetime(2026, 4, 1, tzinfo=dt.UTC))
     assert id_floor(dt.datetime(2026, 3, 1, tzinfo=dt.UTC)) <= made
     assert abs(id_time(new_id()) - dt.datetime.now(dt.UTC)) < dt.timedelta(seconds=5)
+    # Made one after the other for one instant (a frozen clock), they keep their order.
+    same = [new_id_at(at) for _ in range(1000)]
+    assert same == sorted(same) and len(set(same)) == 1000
     # SQLite stores UUIDs as 32 hex digits: the text order is the byte order too.
     assert sorted([made.hex, id_floor(at).hex]) == [id_floor(at).hex, made.hex]
 

@@ -35,12 +35,29 @@ def _millis(when: dt.datetime) -> int:
     return min(max(ms, 0), _MAX_MS)
 
 
+_last_at = 0
+_RAND_B = (1 << 62) - 1
+"""The last ``new_id_at`` value: ids made for one millisecond in a row keep their order."""
+
+
 def new_id_at(when: dt.datetime) -> uuid.UUID:
     """A UUIDv7 carrying ``when`` (to the millisecond) instead of the clock's time: rows whose
-    creation time is given (``created_at``) get an id that tells the same time."""
-    rand_a = secrets.randbits(12)
-    rand_b = secrets.randbits(62)
-    value = (_millis(when) << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b
+    creation time is given (``created_at``) get an id that tells the same time. Several made
+    for the same millisecond one after the other increase, as ``new_id``'s do."""
+    global _last_at
+    ms = _millis(when)
+    if _last_at >> 80 == ms:
+        # After the last one: its random bits plus a random step (still unguessable).
+        rand_a = (_last_at >> 64) & 0xFFF
+        rand_b = (_last_at & _RAND_B) + 1 + secrets.randbits(16)
+        if rand_b > _RAND_B:
+            rand_a, rand_b = rand_a + 1, rand_b & _RAND_B
+        if rand_a > 0xFFF:  # the millisecond's room is spent (odds 1 in 4096): start afresh
+            rand_a, rand_b = secrets.randbits(12), secrets.randbits(62)
+    else:
+        rand_a, rand_b = secrets.randbits(12), secrets.randbits(62)
+    value = (ms << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b
+    _last_at = value
     return uuid.UUID(int=value)
 
 

@@ -29,7 +29,7 @@ from turbocat.domain.enums import (
 )
 from turbocat.domain.errors import Conflict, IdempotencyMismatch, NotFound
 from turbocat.domain.expressions import compile_template
-from turbocat.domain.ids import new_id
+from turbocat.domain.ids import new_id_at
 from turbocat.domain.jsonschemas import validate_instance
 from turbocat.engine import admission, frames, store, work_items
 from turbocat.engine.plan import Plan, PlanCache
@@ -126,7 +126,9 @@ async def launch(
     if plan.definition.inputs:
         validate_instance(input_data, plan.definition.inputs, input_path)
     execution = ExecutionRow(
-        id=new_id(),  # known before the insert: its first steps are added with it
+        # Known before the insert (its first steps are added with it), and carrying ``now``:
+        # the id picks the month partition on PostgreSQL and lists prune by it.
+        id=new_id_at(now),
         organization_id=workflow.organization_id,
         workflow_id=workflow.id,
         user_id=user_id,
