@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
+from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, with_loader_criteria
 
 from turbocat.config import Settings
 from turbocat.db import dialects
@@ -263,21 +263,44 @@ def at_commit(session: AsyncSession, key: str, work: Callable[[Session], object]
     everything else it did; several run in ``key`` order. For writes to rows that many
     transactions share (counters): their row locks are then held for the commit only, not
     for the rest of the transaction, and always taken in the same order (no deadlocks between
-    them). A rollback drops them with everything else."""
-    session.sync_session.info.setdefault("at_commit", []).append((key, work))
+    them). A rollback drops them with everything else, a savepoint's rollback those registered
+    inside it."""
+    sync = session.sync_session
+    scope = sync.get_nested_transaction() or sync.get_transaction()
+    sync.info.setdefault("at_commit", []).append((key, work, scope))
 
 
 @event.listens_for(TurbocatSession, "before_commit")
 def _run_at_commit(session: Session) -> None:
+    if session.get_nested_transaction() is not None:
+        return  # a savepoint is released (SQLAlchemy signals that as a commit too): not yet
     pending = session.info.pop("at_commit", None)
     if pending:
-        for _key, work in sorted(pending, key=lambda item: item[0]):
+        for _key, work, _scope in sorted(pending, key=lambda item: item[0]):
             work(session)
 
 
+@event.listens_for(TurbocatSession, "after_soft_rollback")
+def _drop_rolled_back(session: Session, previous_transaction: SessionTransaction) -> None:
+    """A savepoint (or the whole transaction) rolled back: so did the work registered in it."""
+    pending = session.info.get("at_commit")
+    if pending:
+        session.info["at_commit"] = [
+            entry for entry in pending if not _inside(entry[2], previous_transaction)
+        ]
+
+
+def _inside(scope: SessionTransaction | None, ended: SessionTransaction) -> bool:
+    while scope is not None:
+        if scope is ended:
+            return True
+        scope = scope.parent
+    return False
+
+
 @event.listens_for(TurbocatSession, "after_rollback")
-def _drop_at_commit(session: Session) -> None:
-    session.info.pop("at_commit", None)
+def _forget_tenant_on_rollback(session: Session) -> None:
+    """Also after a savepoint's rollback, which may have undone settings made inside it."""
     session.info.pop(dialects.postgres.TENANT_KEY, None)
 
 
