@@ -212,11 +212,8 @@ async def claim_made_ready(
     ][:limit]
     if not due:
         return []
-    fit = set(await _within_agent_limits(session, [(run.id, run.agent_id) for run in due]))
     ids = set(
-        await within_activity_limits(
-            session, [(run.id, run.organization_id, run.queue) for run in due if run.id in fit]
-        )
+        await _fitting(session, [(r.id, r.agent_id, r.organization_id, r.queue) for r in due])
     )
     taken = [run for run in due if run.id in ids]
     for run in taken:
@@ -237,10 +234,7 @@ async def _take(
     task queue limits to ``worker_id``."""
     if not candidates:
         return []
-    fit = set(await _within_agent_limits(session, [(row[0], row[1]) for row in candidates]))
-    ids = await within_activity_limits(
-        session, [(row[0], row[2], row[3]) for row in candidates if row[0] in fit]
-    )
+    ids = await _fitting(session, candidates)
     if not ids:
         return []
     result = await session.execute(
@@ -259,6 +253,15 @@ async def _take(
         execution_options={"synchronize_session": False, "populate_existing": True},
     )
     return list(result.scalars().all())
+
+
+async def _fitting(session: AsyncSession, candidates: Sequence[tuple[Any, ...]]) -> list[uuid.UUID]:
+    """The candidates ``(id, agent_id, organization_id, queue)`` that fit their agent's and
+    their task queue's limits, in order."""
+    fit = set(await _within_agent_limits(session, [(row[0], row[1]) for row in candidates]))
+    return await within_activity_limits(
+        session, [(row[0], row[2], row[3]) for row in candidates if row[0] in fit]
+    )
 
 
 async def _within_agent_limits(
