@@ -61,7 +61,7 @@ def async_url(url: str) -> URL:
     if backend in ("postgresql", "postgres"):
         return parsed.set(drivername="postgresql+asyncpg")
     if backend == "sqlite":
-        return parsed.set(drivername="sqlite+aiosqlite")
+        return parsed.set(drivername=f"sqlite+{dialects.sqlite_driver.DRIVER}")
     raise ValueError(
         f"unsupported database URL scheme {parsed.drivername!r}: use postgresql:// or sqlite:///"
     )
@@ -73,7 +73,7 @@ def create_engine(settings: Settings, *, app_role: bool = True) -> AsyncEngine:
     kwargs: dict[str, Any] = {"echo": settings.database.echo}
     if url.get_backend_name() == "sqlite":
         dialects.sqlite.prepare_path(url)
-        kwargs["connect_args"] = {"timeout": 30}
+        kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
     else:
         kwargs.update(
             pool_size=settings.database.pool_size,
@@ -218,6 +218,12 @@ class Database:
             autoflush=True,
             sync_session_class=TurbocatSession,
         )
+        self._offloaded = async_sessionmaker(
+            engine.execution_options(turbocat_offload=True),
+            expire_on_commit=False,
+            autoflush=True,
+            sync_session_class=TurbocatSession,
+        )
         self._write_lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
 
     def _writers_queue(self) -> asyncio.Lock | None:
@@ -238,12 +244,18 @@ class Database:
 
     @asynccontextmanager
     async def transaction(
-        self, context: TenantContext | None = None, *, readonly: bool = False
+        self,
+        context: TenantContext | None = None,
+        *,
+        readonly: bool = False,
+        offload: bool = False,
     ) -> AsyncIterator[AsyncSession]:
         """One use case, one transaction: commits on success, rolls back on any error.
         ``readonly`` transactions that only read do not take SQLite's write lock up front, so
-        they never wait behind (or hold up) a writer."""
-        sessions = self._readers if readonly else self._sessions
+        they never wait behind (or hold up) a writer. ``offload`` is for bulk writes whose
+        statements take long: on SQLite they run off the event loop's thread (short writes run
+        on it, see ``dialects.sqlite_driver``)."""
+        sessions = self._readers if readonly else self._offloaded if offload else self._sessions
         queue = None if readonly else self._writers_queue()
         async with contextlib.AsyncExitStack() as stack:
             if queue is not None:

@@ -123,7 +123,7 @@ class Sweeper:
             # the DELETE's table (which would turn the LIMIT into a per-row test).
             picked = select(model.id).where(where).limit(self.batch_size).correlate(None)
             stmt = delete(model).where(model.id.in_(picked))
-            async with self.db.transaction(SYSTEM) as session:
+            async with self.db.transaction(SYSTEM, offload=True) as session:
                 result = await session.execute(
                     stmt, execution_options={"synchronize_session": False}
                 )
@@ -144,7 +144,7 @@ class Sweeper:
                 select(table.id).where(column.in_(targets)).limit(self.batch_size).correlate(None)
             )
             stmt = update(table).where(table.id.in_(picked)).values({column.key: None})
-            async with self.db.transaction(SYSTEM) as session:
+            async with self.db.transaction(SYSTEM, offload=True) as session:
                 result = await session.execute(
                     stmt, execution_options={"synchronize_session": False}
                 )
