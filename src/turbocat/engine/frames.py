@@ -264,7 +264,8 @@ async def runs_by_id(
     wanted = list(ids)
     if not wanted:
         return {}
-    rows = await session.execute(select(StepRunRow).where(StepRunRow.id.in_(wanted)))
+    with step_reads(session):
+        rows = await session.execute(select(StepRunRow).where(StepRunRow.id.in_(wanted)))
     return {row.id: row for row in rows.scalars()}
 
 
