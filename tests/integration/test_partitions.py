@@ -228,7 +228,8 @@ async def _org_and_workflow(db: Database) -> tuple[uuid.UUID, uuid.UUID]:
 def _execution(
     org: uuid.UUID, workflow: uuid.UUID, ident: uuid.UUID, status: str = "completed"
 ) -> dict[str, Any]:
-    at = id_time(ident)
+    # A foreign (v4) id carries no time: its random top bits may even lie past the year 9999.
+    at = id_time(ident) if ident.version == 7 else dt.datetime(2026, 2, 3, tzinfo=dt.UTC)
     return {
         "id": ident, "organization_id": org, "workflow_id": workflow, "status": status,
         "trigger_type": "manual", "created_at": at, "updated_at": at, "completed_at": at,
