@@ -45,6 +45,7 @@ from turbocat.engine import custom, frames, store
 from turbocat.engine.agents.base import Limits
 from turbocat.engine.plan import Plan, PlanCache, template_reads
 from turbocat.engine.platform import StepServices
+from turbocat.engine.recorder import Pending, Recorder
 from turbocat.engine.runner import SavedAgent, StepCall, StepFailure, StepOutcome, run_step
 from turbocat.logging import execution_id_var, step_key_var
 from turbocat.security.crypto import Keyring
@@ -61,6 +62,8 @@ SYSTEM = TenantContext(system=True)
 NOTHING_DUE = dt.datetime.max.replace(tzinfo=dt.UTC)
 """A claim found no delayed step to wait for."""
 _T = TypeVar("_T")
+_Recorded = tuple[store.Recorded, list[tuple[StepRunRow, Loaded]]]
+"""An outcome recorded: what the store did, and the successors its slot takes on."""
 _NO_TRACING = tracing.Tracing()
 
 
@@ -124,6 +127,8 @@ class Worker:
         self._last_signal_check = 0.0
         self.steps_run: dict[str, int] = {}
         """Step attempts this worker recorded, by outcome (its own metrics endpoint)."""
+        self.recorder = Recorder(self._record_batch, orphaned=self._adopt)
+        """Records step outcomes, several in one transaction when they end together."""
         self._listener = signals.Listener(db, [signals.READY, signals.CANCEL], self._on_signal)
         self._prepared = False
         self._due: dt.datetime | None = None
@@ -471,38 +476,17 @@ class Worker:
             failure = outcome.failure
             tracing.mark_failed(otel_trace.get_current_span(), failure.type, failure.message)
 
-        # This task's slot is free once the outcome is recorded: successors can take it.
-        chain = store.Chain(
-            self.config.worker_id,
-            self.config.queues,
-            self.config.concurrency - self.busy + 1,
-            dt.timedelta(seconds=self.config.lease_seconds),
-        )
-        successors: list[tuple[StepRunRow, Loaded]] = []
         assert isinstance(call.services, StepServices)
         lines = call.services.drain()
         tokens = sum(u.total_tokens for u in call.services.usage)
-
-        async def record() -> store.Recorded:
-            successors.clear()
-            async with self.db.transaction(SYSTEM) as session:
-                recorded = await store.record_outcome(
-                    session, run_id=run_id, epoch=epoch, outcome=outcome, plan=plan,
-                    now=self.clock(), rand=random.random(), chain=chain,  # noqa: S311 - jitter
-                    claimed=claimed, lines=lines, plans=self.plans,
-                )  # fmt: skip
-                for run in recorded.chained:  # load them while the transaction is open
-                    successors.append((run, await self._load_in(session, run)))
-                if tokens and not recorded.lost_lease:  # spent whatever the outcome
-                    # last: the organization's usage row is locked until the commit
-                    await metering.add(
-                        session, call.organization_id, UsageMetric.AI_TOKENS_USED, tokens,
-                        self.clock(),
-                    )  # fmt: skip
-            return recorded
-
+        org = call.organization_id
+        pending = Pending(run_id, epoch, outcome, plan, claimed, lines, org, tokens)
+        # Recorded from here on: the row may be completed before this task hears of it, and
+        # ``stop_cancelled`` must not take that for a cancellation (the successors claimed for
+        # this slot would be lost with the task).
+        self._running.pop(run_id, None)
         try:  # fenced by the lease epoch: a retry after a lost commit reply records nothing
-            recorded = await self._while_unreachable(record)
+            recorded, successors = await self.recorder.record(pending)
         except Exception:
             log.exception("could not record step run %s; it runs again when its lease ends", run_id)
             return
@@ -518,6 +502,53 @@ class Worker:
             # A slot is free (or admitted executions may wait): the loop claims again now
             # rather than at its next timer.
             self.notifier.notify()
+
+    def _adopt(self, result: Any) -> None:
+        """A step's task ended before its outcome was recorded: its successors run anyway."""
+        _recorded, successors = result
+        for run, loaded in successors:
+            self._spawn(run, loaded)
+        self.notifier.notify()
+
+    async def _record_batch(self, batch: list[Pending]) -> list[_Recorded]:
+        """Record ``batch`` in one transaction (``recorder``), executions locked in id order
+        so that two workers' batches cannot deadlock each other; with the successors each
+        outcome's worker slot takes on, loaded while the transaction is open."""
+        order = sorted(range(len(batch)), key=lambda i: batch[i].execution_id)
+        lease = dt.timedelta(seconds=self.config.lease_seconds)
+
+        async def attempt() -> list[_Recorded]:
+            results: list[_Recorded] = []
+            # The slots of the batch's steps are free once their outcomes are recorded
+            # (a step whose task was cancelled meanwhile already gave its slot back).
+            waiting = sum(1 for item in batch if item.done is None or not item.done.done())
+            free = self.config.concurrency - self.busy + waiting
+            by_index: dict[int, _Recorded] = {}
+            async with self.db.transaction(SYSTEM) as session:
+                for i in order:
+                    item = batch[i]
+                    chain = store.Chain(self.config.worker_id, self.config.queues, free, lease)
+                    recorded = await store.record_outcome(
+                        session, run_id=item.run_id, epoch=item.epoch, outcome=item.outcome,
+                        plan=item.plan, now=self.clock(),
+                        rand=random.random(),  # noqa: S311 - retry jitter
+                        chain=chain, claimed=item.claimed, lines=item.lines, plans=self.plans,
+                    )  # fmt: skip
+                    # load the successors while the transaction is open
+                    loaded = [(run, await self._load_in(session, run)) for run in recorded.chained]
+                    free = max(0, free - len(loaded))
+                    by_index[i] = (recorded, loaded)
+                spent = [i for i in order if batch[i].tokens and not by_index[i][0].lost_lease]
+                for i in sorted(spent, key=lambda i: batch[i].organization_id):
+                    # last: the organization's usage row is locked until the commit
+                    await metering.add(
+                        session, batch[i].organization_id, UsageMetric.AI_TOKENS_USED,
+                        batch[i].tokens, self.clock(),
+                    )  # fmt: skip
+            results.extend(by_index[i] for i in range(len(batch)))
+            return results
+
+        return await self._while_unreachable(attempt)
 
     def _trace_execution(self, execution: ExecutionRow) -> None:
         """The execution's own span, now that it has ended (see ``turbocat.tracing``)."""

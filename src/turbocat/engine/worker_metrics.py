@@ -33,8 +33,15 @@ class WorkerCollector(Collector):
         )
         for outcome in ("succeeded", "failed", "lost"):
             steps.add_metric([outcome], worker.steps_run.get(outcome, 0))
+        batches = CounterMetricFamily(
+            "turbocat_worker_process_record_batches",
+            "Transactions that recorded step outcomes (outcomes that end while another is "
+            "being recorded are recorded together, in one).",
+        )
+        batches.add_metric([], worker.recorder.batches)
         yield slots
         yield steps
+        yield batches
 
 
 def registry_for(worker: Worker) -> CollectorRegistry:
