@@ -59,7 +59,7 @@ def async_url(url: str) -> URL:
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend in ("postgresql", "postgres"):
-        return parsed.set(drivername="postgresql+asyncpg")
+        return parsed.set(drivername=f"postgresql+{dialects.postgres_driver.DRIVER}")
     if backend == "sqlite":
         return parsed.set(drivername=f"sqlite+{dialects.sqlite_driver.DRIVER}")
     raise ValueError(

@@ -8,9 +8,9 @@ from sqlalchemy import ColumnElement, func
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from turbocat.db.dialects import postgres, sqlite, sqlite_driver
+from turbocat.db.dialects import postgres, postgres_driver, sqlite, sqlite_driver
 
-__all__ = ["greatest", "least", "postgres", "sqlite", "sqlite_driver", "upsert"]
+__all__ = ["greatest", "least", "postgres", "postgres_driver", "sqlite", "sqlite_driver", "upsert"]
 
 
 def upsert(dialect: str, table: Any) -> pg_dialect.Insert | sqlite_dialect.Insert:

@@ -10,6 +10,8 @@ from sqlalchemy import ColumnElement, Text, func, literal_column, text
 from sqlalchemy import cast as cast_
 from sqlalchemy.dialects.postgresql import ARRAY
 
+from turbocat.db.dialects import postgres_driver
+
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -36,7 +38,8 @@ def set_role(dbapi_conn: Any, role: str) -> None:
 
 async def set_tenant(session: AsyncSession, context: TenantContext) -> None:
     """Transaction-local settings that the row-level security policies read (no round trip
-    when this transaction already acts for ``context``)."""
+    when this transaction already acts for ``context``; none of its own either when the
+    transaction has not begun yet: they go out with its BEGIN, see ``postgres_driver``)."""
     info = session.sync_session.info
     if session.in_nested_transaction():  # a savepoint's rollback would undo the settings
         info.pop(TENANT_KEY, None)
@@ -44,6 +47,21 @@ async def set_tenant(session: AsyncSession, context: TenantContext) -> None:
         return
     else:
         info[TENANT_KEY] = context
+    values = {
+        TENANT_SETTING: str(context.organization_id or ""),
+        USER_SETTING: str(context.user_id or ""),
+        API_KEY_HASH_SETTING: context.api_key_hash or "",
+        SYSTEM_SETTING: "on" if context.system else "",
+    }
+    connection = await session.connection()
+    adapter = (await connection.get_raw_connection()).dbapi_connection
+    if isinstance(adapter, postgres_driver.Connection):
+        sql = "SELECT " + ", ".join(
+            f"set_config({postgres_driver.literal(k)}, {postgres_driver.literal(v)}, true)"
+            for k, v in values.items()
+        )
+        if adapter.send_with_begin(sql):
+            return
     await session.execute(
         text(
             "SELECT set_config(:t, :org, true), set_config(:u, :user, true),"
@@ -51,13 +69,13 @@ async def set_tenant(session: AsyncSession, context: TenantContext) -> None:
         ),
         {
             "t": TENANT_SETTING,
-            "org": str(context.organization_id or ""),
+            "org": values[TENANT_SETTING],
             "u": USER_SETTING,
-            "user": str(context.user_id or ""),
+            "user": values[USER_SETTING],
             "k": API_KEY_HASH_SETTING,
-            "key": context.api_key_hash or "",
+            "key": values[API_KEY_HASH_SETTING],
             "s": SYSTEM_SETTING,
-            "system": "on" if context.system else "",
+            "system": values[SYSTEM_SETTING],
         },
     )
 

@@ -1,0 +1,129 @@
+"""PostgreSQL through asyncpg, with a transaction's tenant settings sent with its BEGIN.
+
+Every transaction that acts for a tenant (or for the platform) first sets the settings the
+row-level security policies read (``postgres.set_tenant``), transaction-local on purpose: a
+pooled connection must never carry one tenant's identity into its next use. Sent as a
+statement of its own, that is one more round trip per transaction, about a tenth of what a
+worker's transactions cost. SQLAlchemy's asyncpg adapter sends ``BEGIN`` lazily, just before
+the transaction's first statement; this adapter lets ``set_tenant`` leave the settings with
+the connection, and sends them in the same message as ``BEGIN`` (the simple query protocol
+runs several statements in one round trip). The transaction is then ended with plain
+``COMMIT`` / ``ROLLBACK``, as asyncpg's own transaction object would.
+
+The dialect is registered as ``postgresql+turbocat_asyncpg``; ``db.engine.async_url`` maps
+``postgresql://`` URLs onto it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.dialects import registry
+from sqlalchemy.dialects.postgresql.asyncpg import (
+    AsyncAdapt_asyncpg_connection,
+    AsyncAdapt_asyncpg_dbapi,
+    PGDialect_asyncpg,
+)
+from sqlalchemy.util.concurrency import await_
+
+DRIVER = "turbocat_asyncpg"
+
+
+def literal(value: str) -> str:
+    """A SQL string literal (standard_conforming_strings, on since PostgreSQL 9.1: only the
+    quote is special)."""
+    if "\x00" in value:
+        raise ValueError("a setting cannot hold a NUL character")
+    return "'" + value.replace("'", "''") + "'"
+
+
+class _Begun:
+    """A transaction this adapter began itself: ended by plain statements."""
+
+    __slots__ = ("_connection",)
+
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection
+
+    async def commit(self) -> None:
+        await self._connection.execute("COMMIT")
+
+    async def rollback(self) -> None:
+        if not self._connection.is_closed():
+            await self._connection.execute("ROLLBACK")
+
+
+class Connection(AsyncAdapt_asyncpg_connection):
+    __slots__ = ("_prelude",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        self._prelude: str | None = None
+
+    def send_with_begin(self, sql: str) -> bool:
+        """Send ``sql`` (no parameters) in the same round trip as this transaction's BEGIN;
+        False when the transaction has already begun (the caller runs it itself)."""
+        if self._transaction is not None or self.isolation_level == "autocommit":
+            return False
+        self._prelude = sql
+        return True
+
+    async def _start_transaction(self) -> None:
+        prelude, self._prelude = self._prelude, None
+        if prelude is None:
+            await super()._start_transaction()  # type: ignore[no-untyped-call]
+            return
+        begin = ["BEGIN"]
+        if self.isolation_level:
+            begin.append("ISOLATION LEVEL " + self.isolation_level.replace("_", " ").upper())
+        if self.readonly:
+            begin.append("READ ONLY")
+        if self.deferrable:
+            begin.append("DEFERRABLE")
+        connection: Any = self._connection  # asyncpg's Connection
+        try:
+            await connection.execute(" ".join(begin) + "; " + prelude)
+        except Exception as error:
+            if not connection.is_closed() and connection.is_in_transaction():
+                await connection.execute("ROLLBACK")
+            self._handle_exception(error)
+        else:
+            self._transaction = _Begun(connection)  # type: ignore[assignment]
+
+    # A transaction that ended without a statement never sent its BEGIN: what it left for
+    # the BEGIN must not go out with the next transaction's (the pool's reset on return is a
+    # rollback, so a connection never goes back to the pool holding it).
+    def rollback(self) -> None:
+        self._prelude = None
+        super().rollback()  # type: ignore[no-untyped-call]
+
+    def commit(self) -> None:
+        self._prelude = None
+        super().commit()  # type: ignore[no-untyped-call]
+
+
+class _DBAPI(AsyncAdapt_asyncpg_dbapi):
+    def connect(self, *arg: Any, **kw: Any) -> Connection:
+        creator_fn = kw.pop("async_creator_fn", self.asyncpg.connect)
+        cache_size = kw.pop("prepared_statement_cache_size", 100)
+        name_func = kw.pop("prepared_statement_name_func", None)
+        return await_(
+            Connection.create(
+                self,
+                creator_fn(*arg, **kw),
+                prepared_statement_cache_size=cache_size,
+                prepared_statement_name_func=name_func,
+            )
+        )
+
+
+class Dialect(PGDialect_asyncpg):
+    driver = DRIVER
+    supports_statement_cache = True
+
+    @classmethod
+    def import_dbapi(cls) -> Any:
+        return _DBAPI(__import__("asyncpg"))  # type: ignore[no-untyped-call]
+
+
+registry.register(f"postgresql.{DRIVER}", __name__, "Dialect")

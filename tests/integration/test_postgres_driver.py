@@ -1,0 +1,97 @@
+"""``db.dialects.postgres_driver``: a transaction's tenant settings go out with its BEGIN (no
+round trip of their own), hold for the whole transaction, and never outlive it, not even on
+a pooled connection whose transaction ended without a statement."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event, text
+
+from turbocat.config import DatabaseSettings, Settings
+from turbocat.db.dialects.postgres_driver import literal
+from turbocat.db.engine import Database, TenantContext
+
+pytestmark = pytest.mark.pg
+
+SETTINGS = (
+    "SELECT current_setting('turbocat.organization_id', true),"
+    " current_setting('turbocat.system', true)"
+)
+
+
+@pytest.fixture
+async def db(pg_url: str, tmp_path: Path) -> AsyncIterator[Database]:
+    # one pooled connection: every transaction reuses the one before it
+    settings = Settings(
+        home=tmp_path / "home",
+        database_url=pg_url,
+        database=DatabaseSettings(pool_size=1, max_overflow=0),
+    )
+    database = Database.from_settings(settings)
+    try:
+        yield database
+    finally:
+        await database.dispose()
+
+
+def statements(db: Database) -> list[str]:
+    seen: list[str] = []
+
+    @event.listens_for(db.engine.sync_engine, "before_cursor_execute")
+    def note(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(statement)
+
+    return seen
+
+
+async def test_settings_go_with_begin_and_end_with_the_transaction(db: Database) -> None:
+    org = uuid.uuid4()
+    async with db.transaction() as session:  # the connection's first use sets its role
+        await session.execute(text("SELECT 1"))
+    seen = statements(db)
+    async with db.transaction(TenantContext(organization_id=org)) as session:
+        first = (await session.execute(text(SETTINGS))).one()
+        again = (await session.execute(text(SETTINGS))).one()
+    assert tuple(first) == tuple(again) == (str(org), "")
+    assert seen == [SETTINGS, SETTINGS]  # no statement of their own
+    async with db.transaction(TenantContext(system=True)) as session:
+        assert tuple((await session.execute(text(SETTINGS))).one()) == ("", "on")
+    async with db.transaction() as session:  # no context: nothing left from before
+        assert tuple((await session.execute(text(SETTINGS))).one()) in {("", ""), (None, None)}
+
+
+async def test_a_transaction_without_statements_leaves_nothing_behind(db: Database) -> None:
+    async with db.transaction(TenantContext(system=True)):
+        pass  # BEGIN never went out, nor did the settings meant for it
+    async with db.transaction() as session:
+        assert tuple((await session.execute(text(SETTINGS))).one()) in {("", ""), (None, None)}
+
+    async def failing() -> None:
+        async with db.transaction(TenantContext(system=True)):
+            raise RuntimeError("before any statement")
+
+    with pytest.raises(RuntimeError):
+        await failing()
+    async with db.transaction() as session:
+        assert tuple((await session.execute(text(SETTINGS))).one()) in {("", ""), (None, None)}
+
+
+async def test_a_context_set_inside_a_begun_transaction_is_a_statement(db: Database) -> None:
+    from turbocat.db.dialects.postgres import set_tenant
+
+    org = uuid.uuid4()
+    async with db.transaction(TenantContext(system=True)) as session:
+        await session.execute(text("SELECT 1"))
+        await set_tenant(session, TenantContext(organization_id=org))
+        assert tuple((await session.execute(text(SETTINGS))).one()) == (str(org), "")
+
+
+def test_literals_are_quoted() -> None:
+    assert literal("it's") == "'it''s'"
+    with pytest.raises(ValueError, match="NUL"):
+        literal("a\x00b")
