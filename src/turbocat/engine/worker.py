@@ -316,7 +316,9 @@ class Worker:
                 also=(self._claimable,),
             )
             # Loaded while the claim's transaction is open: one transaction fewer per step.
+            held = await _executions_of(session, claimed)
             loaded = [await self._try_load_in(session, run) for run in claimed]
+            del held
             if not claimed:  # what the idle wait needs, without a transaction of its own
                 self._due = await store.next_due(session, self.config.queues, now) or NOTHING_DUE
         for run, ready in zip(claimed, loaded, strict=True):
@@ -535,7 +537,9 @@ class Worker:
                         chain=chain, claimed=item.claimed, lines=item.lines, plans=self.plans,
                     )  # fmt: skip
                     # load the successors while the transaction is open
+                    held = await _executions_of(session, recorded.chained)
                     loaded = [(run, await self._load_in(session, run)) for run in recorded.chained]
+                    del held
                     free = max(0, free - len(loaded))
                     by_index[i] = (recorded, loaded)
                 spent = [i for i in order if batch[i].tokens and not by_index[i][0].lost_lease]
@@ -609,6 +613,22 @@ class Worker:
                 session, self.keyring, execution.deployment_id, context
             )
         return plan, step, context, agent
+
+
+async def _executions_of(session: Any, runs: list[StepRunRow]) -> list[ExecutionRow]:
+    """The executions of ``runs`` that this session does not hold yet, in one query: the
+    session keeps what the caller holds (it holds rows weakly), so loading each run then
+    finds its execution without a query of its own."""
+    held = session.sync_session.identity_map
+    wanted = {
+        run.execution_id
+        for run in runs
+        if held.get(session.sync_session.identity_key(ExecutionRow, run.execution_id)) is None
+    }
+    if len(wanted) < 2:  # one is no cheaper loaded here than by the run that needs it
+        return []
+    rows = await session.execute(select(ExecutionRow).where(ExecutionRow.id.in_(sorted(wanted))))
+    return list(rows.scalars().all())
 
 
 async def _saved_agent(session: Any, workflow_id: uuid.UUID, step: Any) -> SavedAgent | None:
