@@ -95,3 +95,46 @@ def test_literals_are_quoted() -> None:
     assert literal("it's") == "'it''s'"
     with pytest.raises(ValueError, match="NUL"):
         literal("a\x00b")
+
+
+async def test_notifications_go_with_the_commit_and_never_from_a_rollback(
+    db: Database, pg_url: str
+) -> None:
+    import asyncio
+
+    import asyncpg
+
+    from turbocat.db import signals
+
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    listener = await asyncpg.connect(pg_url)
+    await listener.add_listener("tc_driver_test", lambda *args: heard.put_nowait(args[-1]))
+    system = TenantContext(system=True)
+    try:
+        async with db.transaction() as session:  # warm: the connection's role is set
+            await session.execute(text("SELECT 1"))
+        seen = statements(db)
+        async with db.transaction(system) as session:
+            await session.execute(text("SELECT 1"))
+            await signals.announce(session, "tc_driver_test", "it's committed")
+            await signals.announce(session, "tc_driver_test", "it's committed")  # once
+        assert seen == ["SELECT 1"]  # the NOTIFY went out with the COMMIT
+        assert await asyncio.wait_for(heard.get(), timeout=5) == "it's committed"
+
+        async def rolled_back() -> None:
+            async with db.transaction(system) as session:
+                await session.execute(text("SELECT 1"))
+                await signals.announce(session, "tc_driver_test", "rolled back")
+                raise RuntimeError("undo")
+
+        with pytest.raises(RuntimeError):
+            await rolled_back()
+        async with db.transaction(system) as session:  # inside a savepoint: a statement
+            await session.execute(text("SELECT 1"))
+            async with session.begin_nested():
+                await signals.announce(session, "tc_driver_test", "from a savepoint")
+        assert await asyncio.wait_for(heard.get(), timeout=5) == "from a savepoint"
+        await asyncio.sleep(0.2)
+        assert heard.empty()  # nothing from the rolled-back one
+    finally:
+        await listener.close()

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from turbocat.db.dialects import postgres_driver
 from turbocat.db.engine import Database
 
 READY = "turbocat_ready"
@@ -23,9 +24,18 @@ log = logging.getLogger("turbocat.db")
 
 
 async def announce(session: AsyncSession, channel: str, payload: str) -> None:
-    """Tell every listening process, once this transaction commits."""
-    if session.get_bind().dialect.name == "postgresql":
-        await session.execute(text("SELECT pg_notify(:c, :p)"), {"c": channel, "p": payload})
+    """Tell every listening process, once this transaction commits (sent with the COMMIT
+    when the driver can: no round trip of its own, see ``dialects.postgres_driver``; not
+    inside a savepoint, whose rollback must take the notification back with it)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    if not session.in_nested_transaction():
+        adapter = await postgres_driver.adapter_of(session)
+        literal = postgres_driver.literal
+        sql = f"SELECT pg_notify({literal(channel)}, {literal(payload)})"
+        if adapter is not None and adapter.send_with_commit(sql):
+            return
+    await session.execute(text("SELECT pg_notify(:c, :p)"), {"c": channel, "p": payload})
 
 
 class Listener:

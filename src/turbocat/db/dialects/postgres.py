@@ -53,9 +53,8 @@ async def set_tenant(session: AsyncSession, context: TenantContext) -> None:
         API_KEY_HASH_SETTING: context.api_key_hash or "",
         SYSTEM_SETTING: "on" if context.system else "",
     }
-    connection = await session.connection()
-    adapter = (await connection.get_raw_connection()).dbapi_connection
-    if isinstance(adapter, postgres_driver.Connection):
+    adapter = await postgres_driver.adapter_of(session)
+    if adapter is not None:
         sql = "SELECT " + ", ".join(
             f"set_config({postgres_driver.literal(k)}, {postgres_driver.literal(v)}, true)"
             for k, v in values.items()

@@ -1,4 +1,5 @@
-"""PostgreSQL through asyncpg, with a transaction's tenant settings sent with its BEGIN.
+"""PostgreSQL through asyncpg, with a transaction's tenant settings sent with its BEGIN and
+its notifications with its COMMIT.
 
 Every transaction that acts for a tenant (or for the platform) first sets the settings the
 row-level security policies read (``postgres.set_tenant``), transaction-local on purpose: a
@@ -8,7 +9,9 @@ worker's transactions cost. SQLAlchemy's asyncpg adapter sends ``BEGIN`` lazily,
 the transaction's first statement; this adapter lets ``set_tenant`` leave the settings with
 the connection, and sends them in the same message as ``BEGIN`` (the simple query protocol
 runs several statements in one round trip). The transaction is then ended with plain
-``COMMIT`` / ``ROLLBACK``, as asyncpg's own transaction object would.
+``COMMIT`` / ``ROLLBACK``, as asyncpg's own transaction object would, and ``NOTIFY``s that
+``signals.announce`` left with the connection go out in the same message as that ``COMMIT``
+(PostgreSQL delivers notifications at commit anyway; a rolled-back transaction sends none).
 
 The dialect is registered as ``postgresql+turbocat_asyncpg``; ``db.engine.async_url`` maps
 ``postgresql://`` URLs onto it.
@@ -16,7 +19,7 @@ The dialect is registered as ``postgresql+turbocat_asyncpg``; ``db.engine.async_
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.dialects import registry
 from sqlalchemy.dialects.postgresql.asyncpg import (
@@ -25,6 +28,9 @@ from sqlalchemy.dialects.postgresql.asyncpg import (
     PGDialect_asyncpg,
 )
 from sqlalchemy.util.concurrency import await_
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 DRIVER = "turbocat_asyncpg"
 
@@ -38,27 +44,41 @@ def literal(value: str) -> str:
 
 
 class _Begun:
-    """A transaction this adapter began itself: ended by plain statements."""
+    """A transaction this adapter began itself: ended by plain statements, the commit with
+    whatever was left to send with it."""
 
-    __slots__ = ("_connection",)
+    __slots__ = ("_adapter", "_connection")
 
-    def __init__(self, connection: Any) -> None:
+    def __init__(self, adapter: Connection, connection: Any) -> None:
+        self._adapter = adapter
         self._connection = connection
 
     async def commit(self) -> None:
-        await self._connection.execute("COMMIT")
+        postlude, self._adapter._postlude = self._adapter._postlude, []
+        await self._connection.execute("; ".join([*postlude, "COMMIT"]))
 
     async def rollback(self) -> None:
+        self._adapter._postlude = []
         if not self._connection.is_closed():
             await self._connection.execute("ROLLBACK")
 
 
 class Connection(AsyncAdapt_asyncpg_connection):
-    __slots__ = ("_prelude",)
+    __slots__ = ("_postlude", "_prelude")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
         self._prelude: str | None = None
+        self._postlude: list[str] = []
+
+    def send_with_commit(self, sql: str) -> bool:
+        """Send ``sql`` (no parameters) in the same round trip as this transaction's COMMIT;
+        False when this adapter did not begin the transaction (the caller runs it itself)."""
+        if not isinstance(self._transaction, _Begun):
+            return False
+        if sql not in self._postlude:
+            self._postlude.append(sql)
+        return True
 
     def send_with_begin(self, sql: str) -> bool:
         """Send ``sql`` (no parameters) in the same round trip as this transaction's BEGIN;
@@ -88,18 +108,25 @@ class Connection(AsyncAdapt_asyncpg_connection):
                 await connection.execute("ROLLBACK")
             self._handle_exception(error)
         else:
-            self._transaction = _Begun(connection)  # type: ignore[assignment]
+            self._transaction = _Begun(self, connection)  # type: ignore[assignment]
 
     # A transaction that ended without a statement never sent its BEGIN: what it left for
     # the BEGIN must not go out with the next transaction's (the pool's reset on return is a
     # rollback, so a connection never goes back to the pool holding it).
     def rollback(self) -> None:
-        self._prelude = None
+        self._prelude, self._postlude = None, []
         super().rollback()  # type: ignore[no-untyped-call]
 
     def commit(self) -> None:
         self._prelude = None
         super().commit()  # type: ignore[no-untyped-call]
+
+
+async def adapter_of(session: AsyncSession) -> Connection | None:
+    """This driver's connection under ``session`` (None with another driver)."""
+    connection = await session.connection()
+    adapter = (await connection.get_raw_connection()).dbapi_connection
+    return adapter if isinstance(adapter, Connection) else None
 
 
 class _DBAPI(AsyncAdapt_asyncpg_dbapi):
