@@ -38,11 +38,17 @@ class Store:
         self.batches: list[list[str]] = []
         self.failing = failing
         self.delay = delay
+        self.active = self.most = 0
 
     async def record(self, batch: list[Pending]) -> list[str]:
         names = [name(item) for item in batch]
         self.batches.append(names)
-        await asyncio.sleep(self.delay)
+        self.active += 1
+        self.most = max(self.most, self.active)
+        try:
+            await asyncio.sleep(self.delay)
+        finally:
+            self.active -= 1
         if self.failing in names:
             raise RuntimeError(f"{self.failing} cannot be recorded")
         return [f"recorded {n}" for n in names]
@@ -58,6 +64,19 @@ async def test_a_lone_outcome_goes_at_once_and_later_ones_are_batched() -> None:
     assert await asyncio.gather(*rest) == ["recorded b", "recorded c", "recorded d"]
     assert store.batches == [["a"], ["b", "c", "d"]]
     assert (recorder.batches, recorder.recorded) == (2, 4)
+
+
+async def test_with_two_in_flight_the_next_batch_does_not_wait_for_the_first() -> None:
+    store = Store(delay=0.05)
+    recorder = Recorder(store.record, in_flight=2)
+    first = asyncio.create_task(recorder.record(pending("a")))
+    await asyncio.sleep(0)
+    second = asyncio.create_task(recorder.record(pending("b")))
+    await asyncio.sleep(0)
+    rest = [asyncio.create_task(recorder.record(pending(n))) for n in "cd"]
+    await asyncio.gather(first, second, *rest)
+    assert store.batches == [["a"], ["b"], ["c", "d"]]
+    assert store.most == 2
 
 
 async def test_batches_are_bounded() -> None:

@@ -127,7 +127,7 @@ class Worker:
         self._last_signal_check = 0.0
         self.steps_run: dict[str, int] = {}
         """Step attempts this worker recorded, by outcome (its own metrics endpoint)."""
-        self.recorder = Recorder(self._record_batch, orphaned=self._adopt)
+        self.recorder = Recorder(self._record_batch, orphaned=self._adopt, in_flight=2)
         """Records step outcomes, several in one transaction when they end together."""
         self._listener = signals.Listener(db, [signals.READY, signals.CANCEL], self._on_signal)
         self._prepared = False
