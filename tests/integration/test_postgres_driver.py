@@ -138,3 +138,17 @@ async def test_notifications_go_with_the_commit_and_never_from_a_rollback(
         assert heard.empty()  # nothing from the rolled-back one
     finally:
         await listener.close()
+
+
+async def test_a_rolled_back_first_use_keeps_the_application_role(db: Database) -> None:
+    async def first_use_fails() -> None:
+        async with db.transaction() as session:  # the pool opens its connection here
+            await session.execute(text("SELECT 1"))
+            raise RuntimeError("rolled back")
+
+    with pytest.raises(RuntimeError):
+        await first_use_fails()
+    async with db.transaction() as session:
+        assert (await session.execute(text("SELECT current_user"))).scalar_one() == (
+            Settings().database.app_role
+        )

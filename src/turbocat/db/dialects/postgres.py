@@ -30,10 +30,14 @@ def quote_ident(name: str) -> str:
 
 
 def set_role(dbapi_conn: Any, role: str) -> None:
-    """Act as the application role so RLS applies even when the URL names a superuser."""
+    """Act as the application role so RLS applies even when the URL names a superuser.
+    Committed at once: the driver runs it inside a transaction, and had that transaction
+    stayed open into the connection's first use, a rollback there would have undone it and
+    left the connection acting as the URL's role (a superuser bypasses RLS) for good."""
     cursor = dbapi_conn.cursor()
     cursor.execute(f"SET ROLE {quote_ident(role)}")
     cursor.close()
+    dbapi_conn.commit()
 
 
 async def set_tenant(session: AsyncSession, context: TenantContext) -> None:
