@@ -152,3 +152,26 @@ async def test_a_rolled_back_first_use_keeps_the_application_role(db: Database) 
         assert (await session.execute(text("SELECT current_user"))).scalar_one() == (
             Settings().database.app_role
         )
+
+
+async def test_a_notification_that_fails_at_commit_leaves_the_connection_usable(
+    db: Database,
+) -> None:
+    from sqlalchemy.exc import DBAPIError
+
+    from turbocat.db import signals
+
+    system = TenantContext(system=True)
+
+    async def too_long() -> None:
+        async with db.transaction(system) as session:
+            await session.execute(text("CREATE TEMP TABLE IF NOT EXISTS probe (v int)"))
+            await session.execute(text("INSERT INTO probe VALUES (1)"))
+            await signals.announce(session, "tc_driver_test", "x" * 9000)  # over the 8000 cap
+
+    with pytest.raises(DBAPIError, match="payload string too long"):
+        await too_long()
+    async with db.transaction(system) as session:  # the same (only) pooled connection
+        assert (await session.execute(text("SELECT 1"))).scalar_one() == 1
+        # nothing of the failed transaction was kept, not even its table
+        assert (await session.execute(text("SELECT to_regclass('probe')"))).scalar_one() is None

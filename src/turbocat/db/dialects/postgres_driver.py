@@ -19,6 +19,7 @@ The dialect is registered as ``postgresql+turbocat_asyncpg``; ``db.engine.async_
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.dialects import registry
@@ -55,7 +56,16 @@ class _Begun:
 
     async def commit(self) -> None:
         postlude, self._adapter._postlude = self._adapter._postlude, []
-        await self._connection.execute("; ".join([*postlude, "COMMIT"]))
+        try:
+            await self._connection.execute("; ".join([*postlude, "COMMIT"]))
+        except BaseException:
+            # A statement sent before the COMMIT failed: the server skipped the COMMIT and
+            # the transaction is still open (aborted). End it, or the pool would hand out a
+            # connection stuck in a failed transaction.
+            if not self._connection.is_closed() and self._connection.is_in_transaction():
+                with contextlib.suppress(Exception):
+                    await self._connection.execute("ROLLBACK")
+            raise
 
     async def rollback(self) -> None:
         self._adapter._postlude = []
