@@ -15,6 +15,8 @@ from turbocat.api.app import create_app
 from turbocat.bootstrap import AppContext
 from turbocat.config import Settings
 from turbocat.db.engine import Database
+from turbocat.security import crypto
+from turbocat.security.crypto import Keyring
 
 PASSWORD = "correct horse battery"
 
@@ -43,6 +45,15 @@ def app_context(settings: Settings, clock: Clock) -> AppContext:
     ctx = AppContext.build(settings)
     ctx.clock = clock
     return ctx
+
+
+@pytest.fixture
+def key_file(settings: Settings) -> Keyring:
+    """Credential keys in the key file, as an operator provides them (on PostgreSQL turbocat
+    never generates them): for modules that store credentials (``usefixtures("key_file")``)."""
+    ring = Keyring.generate()
+    crypto.write_key_file(crypto.key_file_path(settings), ring)
+    return ring
 
 
 @pytest.fixture

@@ -13,11 +13,8 @@ import pytest
 from sqlalchemy import select, update
 
 from tests.integration.conftest import Account, assert_problem, bearer, count_rows, signup
-from turbocat.config import Settings
 from turbocat.db.engine import Database
 from turbocat.db.models import DeploymentRow, ExecutionRow, WorkflowRow
-from turbocat.security import crypto
-from turbocat.security.crypto import Keyring
 from turbocat.services import metering
 
 SUMMER = {
@@ -32,11 +29,7 @@ PARAMETERS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def keyring(settings: Settings) -> Keyring:
-    ring = Keyring.generate()
-    crypto.write_key_file(crypto.key_file_path(settings), ring)
-    return ring
+pytestmark = pytest.mark.usefixtures("key_file")
 
 
 async def make_agent(client: httpx.AsyncClient, who: Account) -> dict[str, Any]:

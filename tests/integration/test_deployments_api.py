@@ -14,12 +14,9 @@ from sqlalchemy import select, update
 from tests.integration.conftest import Account, assert_problem, bearer, count_rows, signup
 from tests.integration.test_engine import data_step
 from turbocat.bootstrap import AppContext
-from turbocat.config import Settings
 from turbocat.db.engine import Database
 from turbocat.db.models import DeploymentRow, ExecutionRow, WorkerRow
 from turbocat.domain.enums import WorkerStatus
-from turbocat.security import crypto
-from turbocat.security.crypto import Keyring
 
 DEFINITION: dict[str, Any] = {
     "inputs": {
@@ -40,12 +37,7 @@ DEFINITION: dict[str, Any] = {
 SECRET = "s3cr3t-value-never-shown"
 
 
-@pytest.fixture(autouse=True)
-def keyring(settings: Settings) -> Keyring:
-    """Keys in the key file, as an operator provides them (PostgreSQL never generates them)."""
-    ring = Keyring.generate()
-    crypto.write_key_file(crypto.key_file_path(settings), ring)
-    return ring
+pytestmark = pytest.mark.usefixtures("key_file")
 
 
 async def deploy(

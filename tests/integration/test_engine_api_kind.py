@@ -14,8 +14,8 @@ from tests.integration.conftest import signup
 from tests.integration.test_engine import run_workflow
 from tests.local_http import LocalServer, local_server
 from turbocat.config import Settings
-from turbocat.security import crypto
-from turbocat.security.crypto import Keyring
+
+pytestmark = pytest.mark.usefixtures("key_file")
 
 
 @pytest.fixture
@@ -26,13 +26,6 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         database_url=database_url,
         runtimes={"http": {"allow": ["127.0.0.1/32"]}},
     )
-
-
-@pytest.fixture(autouse=True)
-def keyring(settings: Settings) -> Keyring:
-    ring = Keyring.generate()
-    crypto.write_key_file(crypto.key_file_path(settings), ring)
-    return ring
 
 
 @pytest.fixture

@@ -29,8 +29,6 @@ from turbocat.config import (
     RuntimeSettings,
     Settings,
 )
-from turbocat.security import crypto
-from turbocat.security.crypto import Keyring
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "five-kinds"
 ORDERS = [
@@ -41,7 +39,10 @@ ORDERS = [
 ]
 OPEN = [{k: o[k] for k in ("id", "customer", "total")} for o in ORDERS if o["status"] == "open"]
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="code steps need the sandbox (root)")
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="code steps need the sandbox (root)"),
+    pytest.mark.usefixtures("key_file"),
+]
 
 
 @pytest.fixture
@@ -56,13 +57,6 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         home=tmp_path / "home", database_url=database_url, runtimes=runtimes,
         engine=EngineSettings(poll_seconds=0.05),
     )  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def keyring(settings: Settings) -> Keyring:
-    ring = Keyring.generate()
-    crypto.write_key_file(crypto.key_file_path(settings), ring)
-    return ring
 
 
 @pytest.fixture

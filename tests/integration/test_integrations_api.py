@@ -26,12 +26,7 @@ from turbocat.services import integrations, key_rotation
 URL = "/api/v1/integrations"
 
 
-@pytest.fixture(autouse=True)
-def keyring(settings: Settings) -> Keyring:
-    """Keys in the key file, as an operator provides them (PostgreSQL never generates them)."""
-    ring = Keyring.generate()
-    crypto.write_key_file(crypto.key_file_path(settings), ring)
-    return ring
+pytestmark = pytest.mark.usefixtures("key_file")
 
 
 async def create(client: httpx.AsyncClient, headers: dict[str, str], **body: Any) -> dict:

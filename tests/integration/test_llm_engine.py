@@ -21,12 +21,12 @@ from turbocat.config import EngineSettings, LlmRuntimeSettings, RuntimeSettings,
 from turbocat.db.engine import Database
 from turbocat.db.models import UsageRecordRow
 from turbocat.domain.enums import UsageMetric
-from turbocat.security import crypto
-from turbocat.security.crypto import Keyring
 
 ORDERS = [{"id": 1, "total": 250}, {"id": 2, "total": 20}, {"id": 3, "total": 101}]
 TOKEN_ROWS = select(UsageRecordRow).where(UsageRecordRow.metric == UsageMetric.AI_TOKENS_USED)
 """The token counters (executions, API calls and gauges are metered beside them)."""
+
+pytestmark = pytest.mark.usefixtures("key_file")
 
 
 @pytest.fixture
@@ -36,13 +36,6 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         home=tmp_path / "home", database_url=database_url, runtimes=RuntimeSettings(llm=llm),
         engine=EngineSettings(poll_seconds=0.05),
     )  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def keyring(settings: Settings) -> Keyring:
-    ring = Keyring.generate()
-    crypto.write_key_file(crypto.key_file_path(settings), ring)
-    return ring
 
 
 @pytest.fixture

@@ -40,10 +40,10 @@ from turbocat.db.engine import Database
 from turbocat.db.models import StepRunRow, UsageRecordRow
 from turbocat.domain.enums import UsageMetric
 from turbocat.engine.worker import Worker, WorkerConfig
-from turbocat.security import crypto
-from turbocat.security.crypto import Keyring
 
 TOKEN_ROWS = select(UsageRecordRow).where(UsageRecordRow.metric == UsageMetric.AI_TOKENS_USED)
+
+pytestmark = pytest.mark.usefixtures("key_file")
 
 
 @pytest.fixture
@@ -54,13 +54,6 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
                                  http=HttpRuntimeSettings(allow=["127.0.0.1/32"])),
         engine=EngineSettings(poll_seconds=0.05, embedded_worker=False),
     )  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def keyring(settings: Settings) -> Keyring:
-    ring = Keyring.generate()
-    crypto.write_key_file(crypto.key_file_path(settings), ring)
-    return ring
 
 
 @pytest.fixture

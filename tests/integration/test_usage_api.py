@@ -25,14 +25,14 @@ from turbocat.config import EngineSettings, LlmRuntimeSettings, RuntimeSettings,
 from turbocat.db.engine import Database
 from turbocat.db.models import ExecutionRow, UsageRecordRow
 from turbocat.domain.enums import UsageMetric
-from turbocat.security import crypto
-from turbocat.security.crypto import Keyring
 from turbocat.services import metering
 
 DOUBLE: dict[str, Any] = {
     "steps": [data_step("double", mapping={"twice": "{{ input.n * 2 }}"})],
     "outputs": {"twice": "{{ steps.double.output.twice }}"},
 }
+
+pytestmark = pytest.mark.usefixtures("key_file")
 
 
 @pytest.fixture
@@ -43,13 +43,6 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         engine=EngineSettings(poll_seconds=0.05),
         plans={"starter": {"executions_per_month": 6, "ai_tokens_per_month": 40}},
     )  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def keyring(settings: Settings) -> Keyring:
-    ring = Keyring.generate()
-    crypto.write_key_file(crypto.key_file_path(settings), ring)
-    return ring
 
 
 @pytest.fixture

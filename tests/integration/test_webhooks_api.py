@@ -19,7 +19,6 @@ from turbocat.db.engine import Database
 from turbocat.db.models import AuditLogRow, ExecutionRow
 from turbocat.domain import webhooks as hooks
 from turbocat.security import crypto
-from turbocat.security.crypto import Keyring
 from turbocat.services import key_rotation
 
 ECHO: dict[str, Any] = {
@@ -27,6 +26,8 @@ ECHO: dict[str, Any] = {
     "steps": [data_step("echo", mapping={"n": "{{ input.n }}"})],
     "outputs": {"n": "{{ steps.echo.output.n }}"},
 }
+
+pytestmark = pytest.mark.usefixtures("key_file")
 
 
 @pytest.fixture
@@ -36,13 +37,6 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         database_url=database_url,
         triggers={"webhook_max_body_bytes": 2048, "webhook_secret_grace_seconds": 3600},
     )
-
-
-@pytest.fixture(autouse=True)
-def keyring(settings: Settings) -> Keyring:
-    ring = Keyring.generate()
-    crypto.write_key_file(crypto.key_file_path(settings), ring)
-    return ring
 
 
 async def make_hook(
