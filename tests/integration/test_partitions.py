@@ -62,8 +62,9 @@ async def _admin(url: str) -> asyncpg.Connection:
     return await asyncpg.connect(url)
 
 
-def _step(org: uuid.UUID, execution: uuid.UUID, ident: uuid.UUID) -> dict[str, Any]:
-    at = id_time(execution)
+def _step(
+    org: uuid.UUID, execution: uuid.UUID, ident: uuid.UUID, at: dt.datetime
+) -> dict[str, Any]:
     return {
         "id": ident, "organization_id": org, "execution_id": execution, "step_key": "s",
         "step_type": "agent", "status": "completed", "idempotency_key": "k",
@@ -71,10 +72,10 @@ def _step(org: uuid.UUID, execution: uuid.UUID, ident: uuid.UUID) -> dict[str, A
     }  # fmt: skip
 
 
-def _log(org: uuid.UUID, execution: uuid.UUID, step: uuid.UUID) -> dict[str, Any]:
+def _log(org: uuid.UUID, execution: uuid.UUID, step: uuid.UUID, at: dt.datetime) -> dict[str, Any]:
     return {
         "id": new_id(), "organization_id": org, "execution_id": execution,
-        "step_run_id": step, "message": "m", "created_at": id_time(execution),
+        "step_run_id": step, "message": "m", "created_at": at,
     }  # fmt: skip
 
 
@@ -95,8 +96,11 @@ async def test_migration_partitions_a_populated_database_and_back(empty_pg_url: 
                 row["idempotency_key"] = "key-1" if i == 0 else None
                 await session.execute(insert(ExecutionRow), [row])
                 step = new_id()
-                await session.execute(insert(StepRunRow), [_step(org, ident, step)])
-                await session.execute(insert(ExecutionLogRow), [_log(org, ident, step)])
+                # the execution's time, not id_time(ident): the v4 id carries none (its top
+                # bits read as a date past year 9999 about one time in ten)
+                at = times[min(i, 2)]
+                await session.execute(insert(StepRunRow), [_step(org, ident, step, at)])
+                await session.execute(insert(ExecutionLogRow), [_log(org, ident, step, at)])
     finally:
         await owner.dispose()
 
@@ -265,9 +269,10 @@ async def history(db: Database, pg_url: str) -> dict[str, Any]:
             ident = new_id_at(month + dt.timedelta(seconds=span * i / per_month))
             runs.append(_execution(org, workflow, ident, statuses[i % 4]))
             if i % 10 == 0:
-                step = new_id_at(id_time(ident))
-                steps.append(_step(org, ident, step))
-                logs += [_log(org, ident, step) for _ in range(5)]
+                at = id_time(ident)
+                step = new_id_at(at)
+                steps.append(_step(org, ident, step, at))
+                logs += [_log(org, ident, step, at) for _ in range(5)]
         async with db.transaction(SYSTEM) as session:
             await session.execute(insert(ExecutionRow), runs)
             await session.execute(insert(StepRunRow), steps)

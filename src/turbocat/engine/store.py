@@ -21,7 +21,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from turbocat.db import signals
 from turbocat.db.engine import at_commit
-from turbocat.db.models import AgentRow, ExecutionLogRow, ExecutionRow, StepRunRow, WorkflowRow
+from turbocat.db.models import (
+    AgentRow,
+    ExecutionLogRow,
+    ExecutionRow,
+    StepRunRow,
+    WorkflowRow,
+    step_status_is,
+)
 from turbocat.db.types import GUID, UTCDateTime
 from turbocat.domain import progress, work_queues
 from turbocat.domain.definitions import AgentStep, AnyStep, WaitStep, WorkQueueDef
@@ -181,7 +188,7 @@ async def claim(
         await session.execute(
             select(StepRunRow.id, StepRunRow.agent_id, StepRunRow.organization_id, StepRunRow.queue)
             .where(
-                StepRunRow.status == S.READY,
+                step_status_is(S.READY),
                 StepRunRow.queue.in_(list(queues)),
                 StepRunRow.scheduled_for <= now,
                 *only,
@@ -816,7 +823,7 @@ async def due_signal_waits(
     """Signal waits whose timeout has passed."""
     stmt = (
         select(StepRunRow)
-        .where(StepRunRow.status == S.WAITING, StepRunRow.scheduled_for <= now)
+        .where(step_status_is(S.WAITING), StepRunRow.scheduled_for <= now)
         .order_by(StepRunRow.scheduled_for)
         .limit(limit)
     )
@@ -1121,11 +1128,11 @@ async def next_due(
     """The next instant something becomes due: a delayed ready step (a retry or a timed wait)
     of ``queues``, or the timeout of a signal wait."""
     ready = select(func.min(StepRunRow.scheduled_for)).where(
-        StepRunRow.status == S.READY,
+        step_status_is(S.READY),
         StepRunRow.queue.in_(list(queues)),
         StepRunRow.scheduled_for > now,
     )
-    waits = select(func.min(StepRunRow.scheduled_for)).where(StepRunRow.status == S.WAITING)
+    waits = select(func.min(StepRunRow.scheduled_for)).where(step_status_is(S.WAITING))
     both = select(ready.scalar_subquery(), waits.scalar_subquery())  # one round trip
     due = (await session.execute(both)).one()
     return min((d for d in due if d is not None), default=None)

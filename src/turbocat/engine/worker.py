@@ -38,6 +38,7 @@ from turbocat.db.models import (
     WorkerRow,
     WorkflowRow,
     WorkflowStepRow,
+    step_status_is,
 )
 from turbocat.domain.definitions import AgentStep
 from turbocat.domain.enums import StepStatus, UsageMetric, WorkerStatus
@@ -377,7 +378,7 @@ class Worker:
             )
             rescued = await session.execute(
                 update(StepRunRow)
-                .where(StepRunRow.status == StepStatus.RUNNING, StepRunRow.lease_expires_at < now)
+                .where(step_status_is(StepStatus.RUNNING), StepRunRow.lease_expires_at < now)
                 .values(
                     status=StepStatus.READY,
                     lease_owner=None,

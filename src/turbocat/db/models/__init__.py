@@ -25,6 +25,7 @@ from turbocat.db.models.runs import (
     ExecutionRow,
     StepRunRow,
     WorkItemRow,
+    step_status_is,
 )
 from turbocat.db.models.templates import TemplateRatingRow, TemplateRow
 from turbocat.db.models.triggers import EventRow, ScheduleRow, WebhookRow
@@ -73,4 +74,5 @@ __all__ = [
     "WorkflowSignalRow",
     "WorkflowStepRow",
     "WorkflowWorkQueueRow",
+    "step_status_is",
 ]

@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    literal_column,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -75,6 +76,8 @@ class ExecutionRow(IdMixin, TimestampMixin, TenantMixin, Base):
         Index("ix_executions_organization_id_created_at", "organization_id", "created_at"),
         Index("ix_executions_workflow_id_created_at", "workflow_id", "created_at"),
         Index("ix_executions_status", "status"),
+        # Running executions of a workflow (its max_concurrent_executions, at every start).
+        Index("ix_executions_workflow_id_status", "workflow_id", "status"),
         partial_index(
             "ix_executions_completed_at", "completed_at", where="completed_at IS NOT NULL"
         ),
@@ -161,6 +164,8 @@ class StepRunRow(IdMixin, TimestampMixin, TenantMixin, Base):
         partial_index("ix_step_runs_claim", "status", "scheduled_for", where="status = 'ready'"),
         # Rescuing: running rows whose lease expired (including before the first heartbeat).
         partial_index("ix_step_runs_lease_expiry", "lease_expires_at", where="status = 'running'"),
+        # Signal waits by timeout: the next one due (every worker tick), the due ones.
+        partial_index("ix_step_runs_waiting", "scheduled_for", where="status = 'waiting'"),
         {"info": {"rls": "tenant"}},
     )
 
@@ -196,6 +201,15 @@ class StepRunRow(IdMixin, TimestampMixin, TenantMixin, Base):
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     completed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     duration_ms: Mapped[int | None] = mapped_column(Integer)
+
+
+def step_status_is(status: StepStatus) -> Any:
+    """``step_runs.status = '<status>'`` with the value written into the SQL, not bound, for
+    the queries the partial indexes serve (``ix_step_runs_claim``, ``_lease_expiry``,
+    ``_waiting``): with a bound status only a custom plan can use them (a generic plan for
+    asyncpg's prepared statement cannot prove ``status = $1`` matches the index), so the plan
+    would rest on PostgreSQL's choice between the two."""
+    return StepRunRow.status == literal_column(f"'{StepStatus(status).value}'")
 
 
 class ExecutionLogRow(IdMixin, TenantMixin, Base):
