@@ -20,7 +20,7 @@ from turbocat.config import Settings
 from turbocat.db.engine import TenantContext
 from turbocat.db.models import ExecutionRow
 from turbocat.domain.enums import ParentClosePolicy
-from turbocat.engine import store
+from turbocat.engine import claims, store
 from turbocat.engine.agents.workflow import ChildRequest
 from turbocat.engine.runner import StepOutcome
 from turbocat.engine.worker import Worker, WorkerConfig
@@ -452,7 +452,7 @@ async def test_recording_the_same_attempt_twice_starts_one_child(
     for _ in range(2):  # the second time as if the step ran again after a lost commit
         async with app_context.db.transaction(SYSTEM) as session:
             if plan is None:
-                (run,) = await store.claim(
+                (run,) = await claims.claim(
                     session, worker_id="w", queues=["default"], limit=1, now=clock.now,
                     lease=dt.timedelta(seconds=30), execution_id=uuid.UUID(execution_id),
                 )  # fmt: skip

@@ -14,7 +14,7 @@ from turbocat.bootstrap import AppContext
 from turbocat.config import Settings
 from turbocat.db.engine import Database, TenantContext
 from turbocat.db.models import TaskQueueRow
-from turbocat.engine import queues, store
+from turbocat.engine import claims, queues
 
 GATED = {
     "signals": [{"name": "go"}],
@@ -195,12 +195,12 @@ async def test_a_task_queue_bounds_running_steps(
     assert r.status_code == 202
     lease = dt.timedelta(seconds=30)
     async with app_context.db.transaction(TenantContext(system=True)) as session:
-        first = await store.claim(
+        first = await claims.claim(
             session, worker_id="probe", queues=["narrow"], limit=10, now=app_context.clock(),
             lease=lease,
         )  # fmt: skip
     async with app_context.db.transaction(TenantContext(system=True)) as session:
-        second = await store.claim(
+        second = await claims.claim(
             session, worker_id="probe2", queues=["narrow"], limit=10, now=app_context.clock(),
             lease=lease,
         )  # fmt: skip

@@ -14,7 +14,7 @@ from tests.integration.test_engine import data_step
 from turbocat.bootstrap import AppContext
 from turbocat.db.engine import TenantContext
 from turbocat.db.models import StepRunRow, WorkflowRow
-from turbocat.engine import store
+from turbocat.engine import claims, store
 from turbocat.engine.runner import StepFailure, StepOutcome
 from turbocat.engine.worker import WorkerConfig
 
@@ -55,7 +55,7 @@ async def test_retries_schedule_new_attempts_with_backoff(
     db = app_context.db
     wf_row = None
     async with db.transaction(TenantContext(system=True)) as session:
-        (claimed,) = await store.claim(
+        (claimed,) = await claims.claim(
             session,
             worker_id="w1",
             queues=["default"],
@@ -103,7 +103,7 @@ async def test_a_worker_that_lost_its_lease_cannot_commit(
     db = app_context.db
     lease = dt.timedelta(seconds=30)
     async with db.transaction(TenantContext(system=True)) as session:
-        (first,) = await store.claim(
+        (first,) = await claims.claim(
             session, worker_id="dead", queues=["default"], limit=1, now=clock.now, lease=lease
         )
         wf_row = (await session.execute(select(WorkflowRow))).scalar_one()
@@ -114,7 +114,7 @@ async def test_a_worker_that_lost_its_lease_cannot_commit(
     rescuer = app_context.worker(WorkerConfig(worker_id="alive", lease_seconds=30))
     await rescuer.maintain(clock.now)
     async with db.transaction(TenantContext(system=True)) as session:
-        (second,) = await store.claim(
+        (second,) = await claims.claim(
             session, worker_id="alive", queues=["default"], limit=1, now=clock.now, lease=lease
         )
     assert second.id == first.id and second.lease_epoch == first.lease_epoch + 1
@@ -156,7 +156,7 @@ async def test_cancel_stops_running_steps_and_refuses_twice(
     execution_id = await started_execution(client, app_context, owner, definition)
     worker = app_context.worker(WorkerConfig(worker_id="w-cancel"))
     async with app_context.db.transaction(TenantContext(system=True)) as session:
-        (run,) = await store.claim(
+        (run,) = await claims.claim(
             session,
             worker_id="w-cancel",
             queues=["default"],
@@ -198,7 +198,7 @@ async def test_execution_timeout_cancels_what_runs(
     execution_id = await started_execution(client, app_context, owner, definition)
     worker = app_context.worker(WorkerConfig(worker_id="w-timeout"))
     async with app_context.db.transaction(TenantContext(system=True)) as session:
-        await store.claim(
+        await claims.claim(
             session,
             worker_id="w-timeout",
             queues=["default"],
@@ -241,7 +241,7 @@ async def test_a_saved_agent_runs_at_most_its_limit_at_once(
 
     async def claim(worker: str) -> list[StepRunRow]:
         async with db.transaction(TenantContext(system=True)) as session:
-            return await store.claim(
+            return await claims.claim(
                 session, worker_id=worker, queues=["default"], limit=10, now=clock.now, lease=lease
             )
 

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from turbocat.config import Settings
 from turbocat.db.engine import Database, TenantContext
-from turbocat.engine import admission, store
+from turbocat.engine import admission, claims, waits
 
 SYSTEM = TenantContext(system=True)
 NOW = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
@@ -64,14 +64,14 @@ async def db(database_url: str) -> Any:
 
 async def test_next_due_reads_the_waiting_and_ready_indexes(db: Database) -> None:
     plan = await plans_of(
-        db, "min(step_runs.scheduled_for)", lambda s: store.next_due(s, ["default"], NOW)
+        db, "min(step_runs.scheduled_for)", lambda s: claims.next_due(s, ["default"], NOW)
     )
     assert "ix_step_runs_waiting" in plan and "ix_step_runs_claim" in plan, plan
     assert "Seq Scan" not in plan and "SCAN step_runs" not in plan.replace("USING", ""), plan
 
 
 async def test_due_signal_waits_read_the_waiting_index(db: Database) -> None:
-    plan = await plans_of(db, "FROM step_runs", lambda s: store.due_signal_waits(s, NOW))
+    plan = await plans_of(db, "FROM step_runs", lambda s: waits.due_signal_waits(s, NOW))
     assert "ix_step_runs_waiting" in plan, plan
 
 

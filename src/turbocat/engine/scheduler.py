@@ -7,8 +7,8 @@ transaction that the database lets only one scheduler commit (``services.schedul
 
 Timers of wait steps (``wait`` with a duration, retry back-off, signal timeouts) are the same
 idea served by the worker: a step run waits as ``ready`` with ``scheduled_for`` in the future,
-and the worker's claim takes it when the time has come (``store.claim`` filters on
-``scheduled_for <= now``, ``store.next_due`` bounds the idle sleep); the lease on the claimed
+and the worker's claim takes it when the time has come (``claims.claim`` filters on
+``scheduled_for <= now``, ``claims.next_due`` bounds the idle sleep); the lease on the claimed
 row makes that exactly-once too. The scheduler therefore only handles cron slots.
 """
 

@@ -1,10 +1,10 @@
 """The engine's transactions over step_runs and executions.
 
-Every transition is committed before it is acted on. Claiming takes ready rows with
-``FOR UPDATE SKIP LOCKED`` (PostgreSQL; SQLite serializes writers) and bumps ``lease_epoch``;
-recording an outcome is one transaction that is fenced on that epoch (a worker that lost its
-lease cannot commit), decides retries, moves the graph forward, finishes the execution when
-nothing is left, and writes logs and counters with it.
+Every transition is committed before it is acted on. Recording an outcome is one transaction
+that is fenced on the lease epoch the claim gave (``claims``: a worker that lost its lease
+cannot commit), decides retries, moves the graph forward, finishes the execution when nothing
+is left, and writes logs and counters with it. Starting, cancelling and timing out executions
+live here too; the waits that end from outside (signals, work queues) are in ``waits``.
 """
 
 from __future__ import annotations
@@ -22,16 +22,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from turbocat.db import signals
 from turbocat.db.engine import at_commit
 from turbocat.db.models import (
-    AgentRow,
     ExecutionLogRow,
     ExecutionRow,
     StepRunRow,
     WorkflowRow,
-    step_status_is,
 )
 from turbocat.db.types import GUID, UTCDateTime
-from turbocat.domain import progress, work_queues
-from turbocat.domain.definitions import AgentStep, AnyStep, WaitStep, WorkQueueDef
+from turbocat.domain import progress
 from turbocat.domain.enums import (
     ExecutionResult,
     ExecutionStatus,
@@ -44,10 +41,9 @@ from turbocat.domain.enums import (
 from turbocat.domain.expressions import JSONValue, render_value
 from turbocat.domain.redaction import redact
 from turbocat.domain.runs import Retry, result_of
-from turbocat.engine import activity, admission, children, frames, queues, work_items
+from turbocat.engine import activity, admission, children, claims, frames, queues
 from turbocat.engine.plan import Plan, PlanCache
 from turbocat.engine.platform import LogLine
-from turbocat.engine.queues import within_activity_limits
 from turbocat.engine.runner import StepFailure, StepOutcome
 from turbocat.services import outbox
 
@@ -125,7 +121,7 @@ async def create_runs(
     await frames.open_frame(session, execution, plan, keys, now, opening)
     recorded = Recorded()
     await _settle_opened(session, execution, plan, opening, now, recorded)
-    await _announce(session, recorded)
+    await announce(session, recorded)
     await refresh_status(session, execution, plan, now)
 
 
@@ -167,146 +163,11 @@ async def create_rerun_runs(
     )
     recorded = Recorded()
     await _settle_opened(session, execution, plan, opening, now, recorded)
-    await _announce(session, recorded)
+    await announce(session, recorded)
     if progress.finished(states_of(runs), plan.nodes[None]) and execution.status in LIVE:
         await _finish(session, execution, plan, runs, now)
     else:
         await refresh_status(session, execution, plan, now)
-
-
-async def claim(
-    session: AsyncSession, *, worker_id: str, queues: Sequence[str], limit: int,
-    now: dt.datetime, lease: dt.timedelta, execution_id: uuid.UUID | None = None,
-    also: Sequence[Any] = (),
-) -> list[StepRunRow]:  # fmt: skip
-    """Take up to ``limit`` ready rows of ``queues`` whose time has come, oldest first (of
-    one execution only, when ``execution_id`` is given; ``also``: more WHERE clauses)."""
-    if limit <= 0:
-        return []
-    only = () if execution_id is None else (StepRunRow.execution_id == execution_id,)
-    candidates = (
-        await session.execute(
-            select(StepRunRow.id, StepRunRow.agent_id, StepRunRow.organization_id, StepRunRow.queue)
-            .where(
-                step_status_is(S.READY),
-                StepRunRow.queue.in_(list(queues)),
-                StepRunRow.scheduled_for <= now,
-                *only,
-                *also,
-            )
-            .order_by(StepRunRow.scheduled_for, StepRunRow.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-    ).all()
-    return await _take(session, [tuple(row) for row in candidates], worker_id, now, lease)
-
-
-async def claim_made_ready(
-    session: AsyncSession, rows: Sequence[StepRunRow], *, worker_id: str,
-    queues: Sequence[str], limit: int, now: dt.datetime, lease: dt.timedelta,
-) -> list[StepRunRow]:  # fmt: skip
-    """Like ``claim``, for rows this transaction just made ready (so it holds their locks and
-    knows them): no search for candidates, and no statement of its own: the rows go out
-    running with the flush that writes them ready (nobody else can see them ready)."""
-    due = [
-        run
-        for run in rows
-        if run.status == S.READY
-        and run.queue in queues
-        and run.scheduled_for is not None
-        and run.scheduled_for <= now
-    ][:limit]
-    if not due:
-        return []
-    ids = set(
-        await _fitting(session, [(r.id, r.agent_id, r.organization_id, r.queue) for r in due])
-    )
-    taken = [run for run in due if run.id in ids]
-    for run in taken:
-        run.status, run.lease_owner, run.lease_expires_at = S.RUNNING, worker_id, now + lease
-        run.lease_epoch = (run.lease_epoch or 0) + 1
-        run.started_at = run.updated_at = now
-    return taken
-
-
-async def _take(
-    session: AsyncSession,
-    candidates: Sequence[tuple[Any, ...]],
-    worker_id: str,
-    now: dt.datetime,
-    lease: dt.timedelta,
-) -> list[StepRunRow]:
-    """Lease the candidates ``(id, agent_id, organization_id, queue)`` that fit the agent and
-    task queue limits to ``worker_id``."""
-    if not candidates:
-        return []
-    ids = await _fitting(session, candidates)
-    if not ids:
-        return []
-    result = await session.execute(
-        update(StepRunRow)
-        .where(StepRunRow.id.in_(ids), StepRunRow.status == S.READY)
-        .values(
-            status=S.RUNNING,
-            lease_owner=worker_id,
-            lease_expires_at=now + lease,
-            lease_epoch=StepRunRow.lease_epoch + 1,
-            started_at=now,
-            updated_at=now,
-        )
-        .returning(StepRunRow),
-        # the rows may already be loaded in this transaction (chaining): refresh them
-        execution_options={"synchronize_session": False, "populate_existing": True},
-    )
-    return list(result.scalars().all())
-
-
-async def _fitting(session: AsyncSession, candidates: Sequence[tuple[Any, ...]]) -> list[uuid.UUID]:
-    """The candidates ``(id, agent_id, organization_id, queue)`` that fit their agent's and
-    their task queue's limits, in order."""
-    fit = set(await _within_agent_limits(session, [(row[0], row[1]) for row in candidates]))
-    return await within_activity_limits(
-        session, [(row[0], row[2], row[3]) for row in candidates if row[0] in fit]
-    )
-
-
-async def _within_agent_limits(
-    session: AsyncSession, candidates: list[tuple[uuid.UUID, uuid.UUID | None]]
-) -> list[uuid.UUID]:
-    """The candidates whose saved agent is below its ``max_concurrent_executions``, counting
-    the runs of that agent already running anywhere. Locking the agents' rows serializes the
-    claims of one agent across workers, so two of them cannot both take its last slot."""
-    agents = sorted({agent for _, agent in candidates if agent is not None})
-    limits: dict[uuid.UUID, int] = {}
-    if agents:
-        rows = await session.execute(
-            select(AgentRow.id, AgentRow.max_concurrent_executions)
-            .where(AgentRow.id.in_(agents), AgentRow.max_concurrent_executions.is_not(None))
-            .order_by(AgentRow.id)
-            .with_for_update()
-            .execution_options(include_deleted=True)
-        )
-        limits = {agent: int(limit) for agent, limit in rows.all() if limit is not None}
-    if not limits:
-        return [run_id for run_id, _ in candidates]
-    running: dict[uuid.UUID | None, int] = dict(
-        (
-            await session.execute(
-                select(StepRunRow.agent_id, func.count())
-                .where(StepRunRow.status == S.RUNNING, StepRunRow.agent_id.in_(list(limits)))
-                .group_by(StepRunRow.agent_id)
-            )
-        ).all()
-    )
-    taken: list[uuid.UUID] = []
-    for run_id, agent in candidates:
-        if agent is not None and agent in limits:
-            if running.get(agent, 0) >= limits[agent]:
-                continue
-            running[agent] = running.get(agent, 0) + 1
-        taken.append(run_id)
-    return taken
 
 
 def states_of(runs: dict[str, StepRunRow]) -> dict[str, progress.State]:
@@ -378,7 +239,7 @@ async def record_outcome(
     the worker also claims the steps this made ready, up to its free slots. ``lines`` are the
     log lines the step's runtime wrote while it ran. ``plans`` is the worker's cache (with the
     operator's quotas, which a child execution this step starts counts against)."""
-    settled = await _settle(
+    settled = await settle(
         session,
         StepRunRow.lease_epoch == epoch,
         StepRunRow.status == S.RUNNING,
@@ -398,30 +259,30 @@ async def record_outcome(
     if outcome.child is not None:
         await _start_child(session, *settled, outcome, plan, plans or _PLANS, now, rand, recorded)
     else:
-        await _after(session, *settled, outcome.failure, plan, now, rand, recorded)
+        await carry_on(session, *settled, outcome.failure, plan, now, rand, recorded)
     if chain is not None and chain.limit > 0:
         if recorded.made_ready:  # this execution's next steps first: they are warm
             if len(recorded.ready_rows) == recorded.made_ready:  # all known: no search
-                recorded.chained = await claim_made_ready(
+                recorded.chained = await claims.claim_made_ready(
                     session, recorded.ready_rows, worker_id=chain.worker_id,
                     queues=chain.queues, limit=chain.limit, now=now, lease=chain.lease,
                 )  # fmt: skip
             else:
-                recorded.chained = await claim(
+                recorded.chained = await claims.claim(
                     session, worker_id=chain.worker_id, queues=chain.queues,
                     limit=chain.limit, now=now, lease=chain.lease, execution_id=execution.id,
                 )  # fmt: skip
             recorded.own_chained = len(recorded.chained)
         if not recorded.chained:  # else whatever waits: the slot never goes idle
-            recorded.chained = await claim(
+            recorded.chained = await claims.claim(
                 session, worker_id=chain.worker_id, queues=chain.queues, limit=chain.limit,
                 now=now, lease=chain.lease,
             )  # fmt: skip
-    await _announce(session, recorded)
+    await announce(session, recorded)
     return recorded
 
 
-async def _announce(session: AsyncSession, recorded: Recorded) -> None:
+async def announce(session: AsyncSession, recorded: Recorded) -> None:
     """Wake workers for the new ready steps nobody has claimed yet."""
     if recorded.made_ready and recorded.own_chained >= recorded.made_ready:
         return
@@ -429,7 +290,7 @@ async def _announce(session: AsyncSession, recorded: Recorded) -> None:
         await signals.announce(session, signals.READY, queue)
 
 
-async def _settle(
+async def settle(
     session: AsyncSession,
     *fence: Any,
     run_id: uuid.UUID,
@@ -458,7 +319,7 @@ async def _settle(
     if found is None:
         return None
     execution_id, started = found
-    execution = await _locked(session, execution_id)
+    execution = await locked_execution(session, execution_id)
     duration = int((now - started).total_seconds() * 1000) if started else None
     values: dict[str, Any] = {
         "status": S.FAILED if failure else S.COMPLETED,
@@ -485,7 +346,7 @@ async def _settle(
     return None if run is None else (execution, run)
 
 
-async def _locked(session: AsyncSession, execution_id: uuid.UUID) -> ExecutionRow:
+async def locked_execution(session: AsyncSession, execution_id: uuid.UUID) -> ExecutionRow:
     return (
         await session.execute(
             select(ExecutionRow)
@@ -496,7 +357,7 @@ async def _locked(session: AsyncSession, execution_id: uuid.UUID) -> ExecutionRo
     ).scalar_one()
 
 
-async def _after(
+async def carry_on(
     session: AsyncSession,
     execution: ExecutionRow,
     run: StepRunRow,
@@ -582,7 +443,7 @@ async def _after(
         await refresh_status(session, execution, plan, now)
         return
     _end_container(container, now, output=output)
-    await _after(session, execution, container, None, plan, now, rand, recorded)
+    await carry_on(session, execution, container, None, plan, now, rand, recorded)
 
 
 def _name(run: StepRunRow) -> str:
@@ -620,7 +481,7 @@ async def _settle_opened(
     for container, failure in opening.ended:
         _end_container(container, now, output=container.output, failure=failure)
     for container, failure in opening.ended:
-        await _after(session, execution, container, failure, plan, now, 0.5, recorded)
+        await carry_on(session, execution, container, failure, plan, now, 0.5, recorded)
     return bool(opening.ended)
 
 
@@ -664,7 +525,7 @@ async def _fail_frame(
         failure.stack,
     )
     _end_container(container, now, failure=body_failure)
-    await _after(session, execution, container, body_failure, plan, now, rand, recorded)
+    await carry_on(session, execution, container, body_failure, plan, now, rand, recorded)
 
 
 async def refresh_status(
@@ -693,220 +554,6 @@ async def refresh_status(
     if execution.status != status:
         execution.status = status
         execution.updated_at = now
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """What a signal did."""
-
-    delivered: int = 0
-    """Steps that received it: signal waits (the payload is their output) and the queue wait
-    that took it as a work item."""
-    queued: bool = False
-    """It was added to the work queue it feeds."""
-    duplicate: bool = False
-    """It was dropped: its deduplicating work queue holds an equal pending item."""
-
-
-async def deliver_signal(
-    session: AsyncSession,
-    execution: ExecutionRow,
-    plan: Plan,
-    name: str,
-    payload: JSONValue,
-    now: dt.datetime,
-    *,
-    item: work_queues.NewItem | None = None,
-) -> Delivery:
-    """Complete the steps waiting for signal ``name`` with ``payload`` as their output. When
-    ``name`` feeds a work queue, the payload is first added to it as ``item`` (checked by the
-    caller; None: checked here), and the oldest step waiting on the queue takes it at once."""
-    queued = duplicate = False
-    delivered = 0
-    queue = plan.work_queue_fed_by(name)
-    if queue is not None:
-        new = item or work_queues.new_item(queue, payload, ("payload",))
-        execution = await _locked(session, execution.id)
-        if new.dedupe_key is not None and await work_items.is_duplicate(
-            session, execution.id, queue.name, new.dedupe_key
-        ):
-            duplicate = True
-        else:
-            pending = await work_items.pending_count(session, execution.id, queue.name)
-            work_queues.check_room(queue, pending)
-            await work_items.add(session, execution, queue, new, now)
-            queued = True
-            delivered += await _hand_out(session, execution, plan, queue, now)
-    waiting = [
-        key
-        for key, step in plan.steps.items()
-        if isinstance(step, WaitStep) and step.signal is not None and step.signal.name == name
-    ]
-    if not waiting:
-        return Delivery(delivered, queued, duplicate)
-    rows = (
-        (
-            await session.execute(
-                select(StepRunRow.id).where(
-                    StepRunRow.execution_id == execution.id,
-                    StepRunRow.step_key.in_(waiting),
-                    StepRunRow.status == S.WAITING,
-                )
-            )
-        )
-        .scalars()
-        .all()
-    )
-    for run_id in rows:
-        outcome = StepOutcome(output=payload)
-        settled = await _settle(
-            session, StepRunRow.status == S.WAITING, run_id=run_id, outcome=outcome, now=now
-        )
-        if settled is not None:
-            recorded = Recorded()
-            await _after(session, *settled, None, plan, now, 0.5, recorded)
-            await _announce(session, recorded)
-            delivered += 1
-    return Delivery(delivered, queued, duplicate)
-
-
-async def _hand_out(
-    session: AsyncSession,
-    execution: ExecutionRow,
-    plan: Plan,
-    queue: WorkQueueDef,
-    now: dt.datetime,
-) -> int:
-    """The step that has waited longest on ``queue`` takes what is there, in queue order (the
-    item just added, unless a wait was left due, see ``frames.TAKE_AT_ONCE``), and completes;
-    1 if there was one."""
-    keys = plan.waits_on_queue(queue.name)
-    if not keys:
-        return 0
-    oldest = (
-        await session.execute(
-            select(StepRunRow.id, StepRunRow.step_key)
-            .where(
-                StepRunRow.execution_id == execution.id,
-                StepRunRow.step_key.in_(keys),
-                StepRunRow.status == S.WAITING,
-            )
-            .order_by(StepRunRow.started_at, StepRunRow.id)
-            .limit(1)
-        )
-    ).first()
-    if oldest is None:
-        return 0
-    step = plan.steps[oldest.step_key]
-    assert isinstance(step, WaitStep)
-    assert step.queue is not None
-    items = await work_items.take(
-        session, execution.id, queue, step.queue.max_items, oldest.id, now
-    )
-    settled = await _settle(
-        session,
-        StepRunRow.status == S.WAITING,
-        run_id=oldest.id,
-        outcome=StepOutcome(output=items),
-        now=now,
-    )
-    assert settled is not None  # the execution's lock keeps the wait as it was
-    recorded = Recorded()
-    await _after(session, *settled, None, plan, now, 0.5, recorded)
-    await _announce(session, recorded)
-    return 1
-
-
-async def due_signal_waits(
-    session: AsyncSession, now: dt.datetime, limit: int = 100
-) -> list[StepRunRow]:
-    """Signal waits whose timeout has passed."""
-    stmt = (
-        select(StepRunRow)
-        .where(step_status_is(S.WAITING), StepRunRow.scheduled_for <= now)
-        .order_by(StepRunRow.scheduled_for)
-        .limit(limit)
-    )
-    return list((await session.execute(stmt)).scalars())
-
-
-async def expire_signal_wait(
-    session: AsyncSession, run: StepRunRow, plan: Plan, now: dt.datetime
-) -> bool:
-    """The signal (or work queue item) did not come in time: the step fails (its on_error
-    decides what follows). A due wait on a work queue first takes what is there."""
-    step = plan.steps[run.step_key]
-    if isinstance(step, WaitStep) and step.queue is not None:
-        return await _serve_queue_wait(session, run.id, step, plan, now)
-    outcome = StepOutcome(failure=_wait_timeout(step))
-    settled = await _settle(
-        session, StepRunRow.status == S.WAITING, run_id=run.id, outcome=outcome, now=now
-    )
-    if settled is None:
-        return False
-    recorded = Recorded()
-    await _after(session, *settled, outcome.failure, plan, now, 0.5, recorded)
-    await _announce(session, recorded)
-    if isinstance(step, AgentStep):  # a workflow step gave up on its child
-        child_id = children.child_id(run)
-        child = await session.get(ExecutionRow, child_id) if child_id else None
-        if child is not None and child.status in LIVE:
-            await _close_child(session, settled[0], child, now)
-    return True
-
-
-async def _serve_queue_wait(
-    session: AsyncSession, run_id: uuid.UUID, step: WaitStep, plan: Plan, now: dt.datetime
-) -> bool:
-    """A due wait on a work queue: it completes with the items pending (a wait left due when
-    its transaction had completed enough of them, see ``frames.TAKE_AT_ONCE``), else fails
-    once its timeout has passed, else waits on until then. True when it ended."""
-    assert step.queue is not None
-    execution_id = (
-        await session.execute(select(StepRunRow.execution_id).where(StepRunRow.id == run_id))
-    ).scalar_one_or_none()
-    if execution_id is None:
-        return False
-    execution = await _locked(session, execution_id)  # then the wait cannot change under us
-    found = (
-        await session.execute(
-            select(StepRunRow.status, StepRunRow.started_at).where(StepRunRow.id == run_id)
-        )
-    ).one()
-    if found.status != S.WAITING or found.started_at is None:
-        return False
-    queue = plan.work_queues[step.queue.name]
-    items = await work_items.take(session, execution.id, queue, step.queue.max_items, run_id, now)
-    timeout = step.queue.timeout_ms
-    deadline = found.started_at + dt.timedelta(milliseconds=timeout) if timeout else None
-    if not items and (deadline is None or deadline > now):
-        await session.execute(
-            update(StepRunRow)
-            .where(StepRunRow.id == run_id, StepRunRow.status == S.WAITING)
-            .values(scheduled_for=deadline, updated_at=now),
-            execution_options={"synchronize_session": False},
-        )
-        return False
-    outcome = StepOutcome(output=items) if items else StepOutcome(failure=_wait_timeout(step))
-    settled = await _settle(
-        session, StepRunRow.status == S.WAITING, run_id=run_id, outcome=outcome, now=now
-    )
-    assert settled is not None  # still waiting: checked under the execution's lock
-    recorded = Recorded()
-    await _after(session, *settled, outcome.failure, plan, now, 0.5, recorded)
-    await _announce(session, recorded)
-    return True
-
-
-def _wait_timeout(step: AnyStep) -> StepFailure:
-    if isinstance(step, AgentStep):  # a workflow step waiting for its child
-        message = f"the child execution did not end within {step.timeout_ms} ms"
-        return StepFailure("timeout", message)
-    if isinstance(step, WaitStep) and step.queue is not None:
-        message = f"no item of work queue {step.queue.name!r} arrived in time"
-        return StepFailure("queue_timeout", message, False)
-    name = step.signal.name if isinstance(step, WaitStep) and step.signal else "?"
-    return StepFailure("signal_timeout", f"signal {name!r} did not arrive in time", False)
 
 
 def _retry_delay(plan: Plan, run: StepRunRow, failure: StepFailure, rand: float) -> int | None:
@@ -1122,22 +769,6 @@ def _close(session: AsyncSession, execution: ExecutionRow, now: dt.datetime) -> 
         level=LogLevel.WARN)  # fmt: skip
 
 
-async def next_due(
-    session: AsyncSession, queues: Sequence[str], now: dt.datetime
-) -> dt.datetime | None:
-    """The next instant something becomes due: a delayed ready step (a retry or a timed wait)
-    of ``queues``, or the timeout of a signal wait."""
-    ready = select(func.min(StepRunRow.scheduled_for)).where(
-        step_status_is(S.READY),
-        StepRunRow.queue.in_(list(queues)),
-        StepRunRow.scheduled_for > now,
-    )
-    waits = select(func.min(StepRunRow.scheduled_for)).where(step_status_is(S.WAITING))
-    both = select(ready.scalar_subquery(), waits.scalar_subquery())  # one round trip
-    due = (await session.execute(both)).one()
-    return min((d for d in due if d is not None), default=None)
-
-
 # --- child executions (the workflow kind) ---------------------------------------------------
 
 
@@ -1178,12 +809,12 @@ async def _start_child(
         log(session, execution, f"step {_name(run)} started child execution "
             f"{children.child_id(run, ended)}", now, run=run)  # fmt: skip
     ended = dataclasses.replace(ended, rendered_input=outcome.rendered_input)
-    settled = await _settle(
+    settled = await settle(
         session, StepRunRow.status == S.WAITING, run_id=run.id, outcome=ended, now=now,
         known=(execution.id, run.started_at),
     )  # fmt: skip
     assert settled is not None  # this transaction holds the execution and made the wait
-    await _after(session, *settled, ended.failure, plan, now, rand, recorded)
+    await carry_on(session, *settled, ended.failure, plan, now, rand, recorded)
 
 
 async def _to_parent(session: AsyncSession, child: ExecutionRow, now: dt.datetime) -> None:
@@ -1192,7 +823,7 @@ async def _to_parent(session: AsyncSession, child: ExecutionRow, now: dt.datetim
     run_id = children.waited_step(child)
     if run_id is None or child.parent_execution_id is None:
         return
-    parent = await _locked(session, child.parent_execution_id)
+    parent = await locked_execution(session, child.parent_execution_id)
     if parent.status not in LIVE:
         return
     call_id = children.tool_call_of(child)
@@ -1210,24 +841,24 @@ async def _to_parent(session: AsyncSession, child: ExecutionRow, now: dt.datetim
     ).scalar_one()
     plan = await _PLANS.load(session, workflow)
     outcome = children.outcome_of(child)
-    settled = await _settle(
+    settled = await settle(
         session, StepRunRow.status == S.WAITING, run_id=run_id, outcome=outcome, now=now
     )
     if settled is None:  # the step already ended (timed out, cancelled)
         return
     recorded = Recorded()
-    await _after(session, *settled, outcome.failure, plan, now, 0.5, recorded)
-    await _announce(session, recorded)
+    await carry_on(session, *settled, outcome.failure, plan, now, 0.5, recorded)
+    await announce(session, recorded)
 
 
 async def _close_children(session: AsyncSession, parent: ExecutionRow, now: dt.datetime) -> None:
     """``parent`` ended without completing: each live child follows its parent close policy.
     (A completed parent leaves its fire and forget children running.)"""
     for child in await children.live_children(session, parent.id):
-        await _close_child(session, parent, child, now)
+        await close_child(session, parent, child, now)
 
 
-async def _close_child(
+async def close_child(
     session: AsyncSession, parent: ExecutionRow, child: ExecutionRow, now: dt.datetime
 ) -> None:
     policy = children.policy_of(child)
@@ -1250,7 +881,7 @@ async def request_cancel(
     """Cancel gracefully (the ``request_cancel`` close policy): steps not started yet and
     waits are cancelled, nothing new starts, running steps finish and are recorded; the last
     of them ends the execution as cancelled (at once when none runs)."""
-    execution = await _locked(session, execution_id)
+    execution = await locked_execution(session, execution_id)
     if execution.status not in LIVE:
         return False
     execution.cancel_requested_at = now

@@ -42,7 +42,7 @@ from turbocat.db.models import (
 )
 from turbocat.domain.definitions import AgentStep
 from turbocat.domain.enums import StepStatus, UsageMetric, WorkerStatus
-from turbocat.engine import custom, frames, store
+from turbocat.engine import claims, custom, frames, store, waits
 from turbocat.engine.agents.base import Limits
 from turbocat.engine.plan import Plan, PlanCache, template_reads
 from turbocat.engine.platform import StepServices
@@ -236,7 +236,7 @@ class Worker:
         due, self._due = self._due, None
         if due is None:  # not known from the last claim
             async with self.db.transaction(SYSTEM, readonly=True) as session:
-                due = await store.next_due(session, self.config.queues, now)
+                due = await claims.next_due(session, self.config.queues, now)
         if due is None or due is NOTHING_DUE:
             return self.config.poll_seconds
         if due <= now:  # a signal wait's timeout passed (ready steps due now were claimed)
@@ -307,7 +307,7 @@ class Worker:
         if free <= 0:
             return 0
         async with self.db.transaction(SYSTEM) as session:
-            claimed = await store.claim(
+            claimed = await claims.claim(
                 session,
                 worker_id=self.config.worker_id,
                 queues=self.config.queues,
@@ -321,7 +321,7 @@ class Worker:
             loaded = [await self._try_load_in(session, run) for run in claimed]
             del held
             if not claimed:  # what the idle wait needs, without a transaction of its own
-                self._due = await store.next_due(session, self.config.queues, now) or NOTHING_DUE
+                self._due = await claims.next_due(session, self.config.queues, now) or NOTHING_DUE
         for run, ready in zip(claimed, loaded, strict=True):
             self._spawn(run, ready)
         return len(claimed)
@@ -339,12 +339,12 @@ class Worker:
     async def expire_signal_waits(self, now: dt.datetime) -> int:
         """Fail the signal waits whose timeout passed, each in its own transaction."""
         async with self.db.transaction(SYSTEM, readonly=True) as session:
-            due = await store.due_signal_waits(session, now)
+            due = await waits.due_signal_waits(session, now)
         expired = 0
         for run in due:
             async with self.db.transaction(SYSTEM) as session:
                 plan = await self._plan_of(session, run.execution_id)
-                expired += await store.expire_signal_wait(session, run, plan, now)
+                expired += await waits.expire_signal_wait(session, run, plan, now)
         if expired:
             self.notifier.notify()
         return expired

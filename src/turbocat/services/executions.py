@@ -31,7 +31,7 @@ from turbocat.domain.errors import Conflict, IdempotencyMismatch, NotFound
 from turbocat.domain.expressions import compile_template
 from turbocat.domain.ids import new_id_at
 from turbocat.domain.jsonschemas import validate_instance
-from turbocat.engine import admission, frames, store, work_items
+from turbocat.engine import admission, frames, store, waits, work_items
 from turbocat.engine.plan import Plan, PlanCache
 from turbocat.services import quotas, workflows
 
@@ -362,7 +362,7 @@ async def signal(
     plans: PlanCache,
     notify: Callable[[], None],
     now: dt.datetime,
-) -> store.Delivery:
+) -> waits.Delivery:
     """Deliver a declared signal: the steps waiting for it complete with ``payload``; when it
     feeds a work queue, the payload is added to the queue (unless it is a duplicate) and a step
     waiting on the queue takes it. 409 when nobody receives a plain signal, or the queue is
@@ -382,7 +382,7 @@ async def signal(
         validate_instance(payload, schema, ("body", "payload"))
     queue = plan.work_queue_fed_by(name)
     item = work_queues.new_item(queue, payload, ("body", "payload")) if queue else None
-    delivery = await store.deliver_signal(session, execution, plan, name, payload, now, item=item)
+    delivery = await waits.deliver_signal(session, execution, plan, name, payload, now, item=item)
     if delivery.delivered == 0 and queue is None:
         raise Conflict(f"no step of this execution is waiting for signal {name!r} now")
     after_commit(session, notify)
