@@ -19,18 +19,22 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from turbocat.bootstrap import AppContext
 from turbocat.config import Settings
 from turbocat.db.engine import Database, TenantContext
 from turbocat.engine import admission, claims, waits
+from turbocat.engine.worker import WorkerConfig
 
 SYSTEM = TenantContext(system=True)
 NOW = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
 
 
 async def plans_of(
-    db: Database, marker: str, query: Callable[[AsyncSession], Awaitable[Any]]
-) -> str:
-    """The plan of the statement containing ``marker`` that ``query`` sends."""
+    db: Database, marker: str, query: Callable[[AsyncSession], Awaitable[Any]] | None = None,
+    *, run: Callable[[], Awaitable[Any]] | None = None,
+) -> str:  # fmt: skip
+    """The plan of the statement containing ``marker`` that ``query`` sends in a transaction
+    of its own (or that ``run`` sends, in the transactions it makes)."""
     sent: list[tuple[str, Any]] = []
 
     def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
@@ -39,8 +43,12 @@ async def plans_of(
 
     event.listen(db.engine.sync_engine, "before_cursor_execute", capture)
     try:
-        async with db.transaction(SYSTEM) as session:
-            await query(session)
+        if run is not None:
+            await run()
+        else:
+            assert query is not None
+            async with db.transaction(SYSTEM) as session:
+                await query(session)
     finally:
         event.remove(db.engine.sync_engine, "before_cursor_execute", capture)
     assert len(sent) == 1, sent
@@ -82,3 +90,13 @@ async def test_running_executions_of_a_workflow_are_counted_by_index(db: Databas
     plan = await plans_of(db, "count(*)", live)
     # on PostgreSQL, each partition's copy is named after the partition
     assert "workflow_id_status" in plan, plan
+
+
+async def test_the_lease_rescue_reads_the_lease_index(app_context: AppContext) -> None:
+    worker = app_context.worker(WorkerConfig(worker_id="plans"))
+    try:
+        rescue = lambda: worker.maintain(NOW)  # noqa: E731
+        plan = await plans_of(app_context.db, "lease_expires_at <", run=rescue)
+    finally:
+        await app_context.close()
+    assert "ix_step_runs_lease_expiry" in plan, plan

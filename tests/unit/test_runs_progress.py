@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from turbocat.domain.enums import ExecutionResult, ExecutionStatus, OnError, StepStatus
 from turbocat.domain.errors import InvalidTransition
-from turbocat.domain.progress import Node, State, advance, finished, roots
+from turbocat.domain.progress import (
+    Node,
+    State,
+    advance,
+    dependents,
+    finished,
+    neighbourhood,
+    roots,
+)
 from turbocat.domain.runs import Retry, execution_result, execution_transition, step_transition
 
 S = StepStatus
@@ -117,3 +127,64 @@ def test_join_any_waits_for_every_dependency() -> None:
     assert advance(g, states(a=S.COMPLETED, b=S.RUNNING)).ready == []
     assert advance(g, states(a=S.COMPLETED, b=S.FAILED)).ready == ["any"]
     assert advance(g, states(a=S.SKIPPED, b=S.CANCELLED)).skipped == ["any"]
+
+
+def test_dependents_reverse_depends_on_across_graphs() -> None:
+    top = graph(Node("a"), Node("b", ("a",)), Node("c", ("a", "b")))
+    body = graph(Node("x"), Node("y", ("x",)))
+    assert dependents([top, body]) == {"a": ("b", "c"), "b": ("c",), "x": ("y",)}
+
+
+def _random_graph(rng: random.Random, size: int) -> dict[str, Node]:
+    nodes: list[Node] = []
+    for i in range(size):
+        earlier = [n.key for n in nodes]
+        deps = tuple(rng.sample(earlier, rng.randint(0, min(3, len(earlier)))))
+        when = rng.choice([None, None, "a", "b"]) if deps and deps[0].startswith("c") else None
+        kind = "c" if rng.random() < 0.25 else "s"  # c: a condition, choosing branch a or b
+        nodes.append(
+            Node(
+                f"{kind}{i}",
+                deps,
+                when=when,
+                join_any=rng.random() < 0.3,
+                on_error=rng.choice([OnError.FAIL, OnError.CONTINUE]),
+            )
+        )
+    return graph(*nodes)
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_deciding_the_neighbourhood_decides_what_the_whole_graph_would(seed: int) -> None:
+    """Runs a random graph step by step as the engine does. Whenever a step ends, advance over
+    the ended step's dependents, seeing only the states ``neighbourhood`` names, must decide
+    exactly what advance over the whole graph decides, unless it skips something (then the
+    engine reads the whole frame) and it must skip something whenever the whole graph does."""
+    rng = random.Random(seed)
+    g = _random_graph(rng, rng.randint(2, 12))
+    current = {key: State() for key in g}
+    for key in advance(g, current).ready:
+        current[key] = State(S.READY)
+    for key in roots(g):
+        current[key] = State(S.READY)
+    while True:
+        runnable = [k for k, s in current.items() if s.status == S.READY]
+        if not runnable:
+            break
+        ended = rng.choice(runnable)
+        if rng.random() < 0.3:
+            current[ended] = State(S.FAILED)
+        else:
+            current[ended] = State(S.COMPLETED, rng.choice("ab") if ended[0] == "c" else None)
+        whole = advance(g, current)
+        deciding, reads = neighbourhood(g, dependents([g]).get(ended, ()))
+        part = advance(g, {k: current[k] for k in reads}, deciding)
+        if part.skipped:
+            assert whole.skipped
+        else:
+            assert not whole.skipped and part == whole, (ended, current)
+        for key in whole.ready:
+            current[key] = State(S.READY)
+        for key in whole.skipped:
+            current[key] = State(S.SKIPPED)
+    assert finished(current, g)

@@ -16,7 +16,7 @@ Skips propagate: a skipped step can make its dependents skipped in the same pass
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -80,14 +80,18 @@ def _verdict(node: Node, edges: list[Edge]) -> StepStatus | None:
     return None if Edge.OPEN in edges else S.READY
 
 
-def advance(nodes: Mapping[str, Node], states: Mapping[str, State]) -> Decision:
-    """The pending steps that can now be decided (every dependency must be a known node)."""
+def advance(
+    nodes: Mapping[str, Node], states: Mapping[str, State], only: Iterable[str] | None = None
+) -> Decision:
+    """The pending steps that can now be decided (every dependency must be a known node);
+    among ``only`` when given (see ``neighbourhood``)."""
     current = dict(states)
     decision = Decision()
+    candidates = nodes if only is None else {key: nodes[key] for key in only}
     changed = True
     while changed:
         changed = False
-        for key, node in nodes.items():
+        for key, node in candidates.items():
             if current.get(key, State()).status != S.PENDING:
                 continue
             edges = [_edge(node, nodes[d], current.get(d, State())) for d in node.depends_on]
@@ -98,6 +102,32 @@ def advance(nodes: Mapping[str, Node], states: Mapping[str, State]) -> Decision:
             (decision.ready if verdict == S.READY else decision.skipped).append(key)
             changed = changed or verdict == S.SKIPPED
     return decision
+
+
+def dependents(graphs: Iterable[Mapping[str, Node]]) -> dict[str, tuple[str, ...]]:
+    """For each step, the steps of its graph that depend on it (keys are unique across
+    graphs), in graph order."""
+    found: dict[str, list[str]] = {}
+    for nodes in graphs:
+        for key, node in nodes.items():
+            for dep in node.depends_on:
+                found.setdefault(dep, []).append(key)
+    return {key: tuple(keys) for key, keys in found.items()}
+
+
+def neighbourhood(nodes: Mapping[str, Node], after: Iterable[str]) -> tuple[list[str], set[str]]:
+    """What deciding the dependents ``after`` of a step that just ended takes: those keys
+    (for ``advance``'s ``only``), and the keys whose states their edges read (theirs and
+    their dependencies').
+
+    Only the dependents of a step that changed can become decidable, so ``advance`` over them
+    decides what it would decide over the whole graph, as long as it skips nothing: a skip
+    makes the skipped step's own dependents decidable, and then the whole graph is needed."""
+    deciding = list(after)
+    reads = set(deciding)
+    for key in deciding:
+        reads.update(nodes[key].depends_on)
+    return deciding, reads
 
 
 def roots(nodes: Mapping[str, Node]) -> list[str]:

@@ -17,12 +17,13 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import distinct, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from turbocat.db import signals
 from turbocat.db.models import ExecutionRow, StepRunRow
@@ -228,33 +229,80 @@ class RunState:
     branch: str | None
 
 
+@dataclass(frozen=True)
+class FrameStates:
+    """The states of some steps of one frame (all of them when ``whole``), and how far the
+    frame as a whole has got."""
+
+    states: dict[str, RunState]
+    unfinished: int
+    """Steps of the frame whose latest run is not final yet."""
+    steps: int
+    """Steps of the frame that have a run (every step has one from the frame's opening)."""
+    whole: bool
+
+
+_OPEN = (S.PENDING, S.READY, S.RUNNING, S.WAITING)
+
+
+def _frame_counts(execution_id: uuid.UUID, scope: str) -> list[Any]:
+    """Scalar subqueries: the frame's unfinished steps, and its steps that have a run (only
+    the latest attempt of a step can be unfinished: a retry starts after a failure)."""
+    other = aliased(StepRunRow)
+    inner = (other.execution_id == execution_id, other.scope == scope)
+    return [
+        select(func.count()).where(*inner, other.status.in_(_OPEN)).scalar_subquery(),
+        select(func.count(distinct(other.step_key))).where(*inner).scalar_subquery(),
+    ]
+
+
 async def frame_states(
-    session: AsyncSession, plan: Plan, execution_id: uuid.UUID, scope: str, owner: str | None
-) -> dict[str, RunState]:
-    """The latest attempt of every step of one frame, as ids and states only (no inputs or
-    outputs, but a condition's chosen label): what moving the graph forward needs."""
+    session: AsyncSession,
+    plan: Plan,
+    execution_id: uuid.UUID,
+    scope: str,
+    owner: str | None,
+    keys: Collection[str] | None = None,
+) -> FrameStates:
+    """The latest attempt of the steps ``keys`` (None: every step) of one frame, as ids and
+    states only (no inputs or outputs, but a condition's chosen label): what moving the graph
+    forward needs. Reading only the steps around the one that ended keeps a step's cost the
+    same however many steps the frame has; the counts come from the database."""
     cached = _cache(session).get((execution_id, scope))
     if cached is not None:
-        return {k: RunState(r.id, r.status, branch_of(r)) for k, r in cached.items()}
-    conditions = [k for k in plan.nodes[owner] if plan.steps[k].type == "condition"]
-    columns = [StepRunRow.id, StepRunRow.step_key, StepRunRow.status]
+        states = {k: RunState(r.id, r.status, branch_of(r)) for k, r in cached.items()}
+        unfinished = sum(1 for r in cached.values() if r.status in _OPEN)
+        return FrameStates(states, unfinished, len(cached), whole=True)
+    frame = (StepRunRow.execution_id == execution_id, StepRunRow.scope == scope)
+    columns: list[Any] = [StepRunRow.id, StepRunRow.step_key, StepRunRow.status]
+    wanted: list[Any] = list(frame)
+    if keys is not None:  # the frame's counts ride along with its few rows
+        columns += _frame_counts(execution_id, scope)
+        wanted.append(StepRunRow.step_key.in_(sorted(keys)))
     with step_reads(session):
-        rows = await session.execute(
-            select(*columns)
-            .where(StepRunRow.execution_id == execution_id, StepRunRow.scope == scope)
-            .order_by(StepRunRow.attempt)
-        )
-    states = {row.step_key: RunState(row.id, row.status, None) for row in rows.all()}
+        rows = (
+            await session.execute(select(*columns).where(*wanted).order_by(StepRunRow.attempt))
+        ).all()
+    states = {row.step_key: RunState(row.id, row.status, None) for row in rows}
+    if keys is None:
+        unfinished = sum(1 for state in states.values() if state.status in _OPEN)
+        counts = (unfinished, len(states))
+    elif rows:
+        counts = (rows[0][3], rows[0][4])
+    else:  # none of ``keys`` has a run (the step that ended has no dependents to decide)
+        with step_reads(session):
+            counts = (await session.execute(select(*_frame_counts(execution_id, scope)))).one()
+    conditions = [k for k in states if plan.steps[k].type == "condition"]
     if conditions:
         labels = await session.execute(
             select(StepRunRow.step_key, StepRunRow.output).where(
-                StepRunRow.id.in_([states[k].id for k in conditions if k in states])
+                StepRunRow.id.in_([states[k].id for k in conditions])
             )
         )
         for key, output in labels.all():
             label = output.get("label") if isinstance(output, dict) else None
             states[key] = RunState(states[key].id, states[key].status, label)
-    return states
+    return FrameStates(states, int(counts[0]), int(counts[1]), whole=keys is None)
 
 
 async def runs_by_id(

@@ -80,6 +80,8 @@ class Plan:
     unlimited: bool = False
     """Known from the version's row: it has no ``max_concurrent_executions`` (so none of its
     executions ever waits as pending for its limit). False when unknown."""
+    dependents: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """The steps of the same graph that depend on each step (the reverse of ``depends_on``)."""
 
     def queue_of(self, key: str) -> str:
         return self.steps[key].task_queue or self.step_queues.get(key) or self.task_queue
@@ -181,6 +183,7 @@ def build(workflow_id: uuid.UUID, document: dict[str, Any], task_queue: str) -> 
         has_signal_waits=waits,
         work_queues={q.name: q for q in defn.work_queues},
         reads={key: step_reads(step) for key, step in steps.items()},
+        dependents=progress.dependents(nodes.values()),
     )
 
 

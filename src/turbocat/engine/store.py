@@ -404,10 +404,17 @@ async def carry_on(
         return
     owner = plan.owner[run.step_key]
     nodes = plan.nodes[owner]
-    # Ids and states only: a wide frame is not loaded whole for every step that ends in it.
-    ids = await frames.frame_states(session, plan, execution.id, run.scope, owner)
-    states = {key: progress.State(state.status, state.branch) for key, state in ids.items()}
-    decision = progress.advance(nodes, states)
+    # Ids and states only, of the steps around this one (its dependents and what they depend
+    # on): a step's cost does not grow with its frame. A skip needs the whole frame.
+    deciding, reads = progress.neighbourhood(nodes, plan.dependents.get(run.step_key, ()))
+    view = await frames.frame_states(session, plan, execution.id, run.scope, owner, reads)
+    states = {key: progress.State(state.status, state.branch) for key, state in view.states.items()}
+    decision = progress.advance(nodes, states, None if view.whole else deciding)
+    if decision.skipped and not view.whole:
+        view = await frames.frame_states(session, plan, execution.id, run.scope, owner)
+        states = {k: progress.State(state.status, state.branch) for k, state in view.states.items()}
+        decision = progress.advance(nodes, states)
+    ids = view.states
     touched = [ids[key].id for key in (*decision.skipped, *decision.ready)]
     changed = await frames.runs_by_id(session, touched)
     for key in decision.skipped:
@@ -424,7 +431,11 @@ async def carry_on(
     recorded.ready_rows.extend(run for run in ready if run.status == S.READY)
     if await _settle_opened(session, execution, plan, opening, now, recorded):
         return
-    if ready or not progress.finished(states, nodes):
+    if view.whole:
+        finished = progress.finished(states, nodes)
+    else:  # nothing was skipped: the frame's counts are as they were read
+        finished = view.unfinished == 0 and view.steps == len(nodes)
+    if ready or not finished:
         await refresh_status(session, execution, plan, now)
         return
     frame = await frames.frame_runs(session, execution.id, run.scope)  # it finished: all of it
