@@ -245,10 +245,15 @@ class FrameStates:
 _OPEN = (S.PENDING, S.READY, S.RUNNING, S.WAITING)
 
 
+_OTHER = aliased(StepRunRow, name="frame_step")
+"""Made once: a new alias per statement costs more than the statement and defeats
+SQLAlchemy's cache of compiled statements."""
+
+
 def _frame_counts(execution_id: uuid.UUID, scope: str) -> list[Any]:
     """Scalar subqueries: the frame's unfinished steps, and its steps that have a run (only
     the latest attempt of a step can be unfinished: a retry starts after a failure)."""
-    other = aliased(StepRunRow)
+    other = _OTHER
     inner = (other.execution_id == execution_id, other.scope == scope)
     return [
         select(func.count()).where(*inner, other.status.in_(_OPEN)).scalar_subquery(),
