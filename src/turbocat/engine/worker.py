@@ -632,13 +632,17 @@ async def _executions_of(session: Any, runs: list[StepRunRow]) -> list[Execution
     return list(rows.scalars().all())
 
 
+_SAVED = aliased(AgentRow, name="saved_agent")
+"""Made once (see ``services.versions.is_latest``: a fresh alias costs ~0.8 ms per query)."""
+
+
 async def _saved_agent(session: Any, workflow_id: uuid.UUID, step: Any) -> SavedAgent | None:
     """The agent a step runs: the exact version when the definition names it by id, else the
     latest version of the agent it names (editing an agent that has run makes a new version,
     and a workflow that names the agent runs the edited one from then on)."""
     if not isinstance(step, AgentStep) or step.agent is None:
         return None
-    saved = aliased(AgentRow)
+    saved = _SAVED
     lineage = func.coalesce(saved.parent_id, saved.id)
     same = (
         AgentRow.id == saved.id

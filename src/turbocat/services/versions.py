@@ -31,9 +31,16 @@ def lineage_of(model: Any) -> ColumnElement[uuid.UUID]:
     return func.coalesce(model.parent_id, model.id)
 
 
+_NEWER: dict[Any, Any] = {}
+"""One alias per model, made once: an alias's columns are adapted on first use, which made
+building this clause cost ~0.8 ms every time with a fresh alias."""
+
+
 def is_latest(model: Any) -> ColumnElement[bool]:
     """No newer, non-deleted version exists in the row's lineage."""
-    newer = aliased(model)
+    newer = _NEWER.get(model)
+    if newer is None:
+        newer = _NEWER.setdefault(model, aliased(model, name=f"newer_{model.__tablename__}"))
     return ~exists(
         select(newer.id).where(
             and_(
