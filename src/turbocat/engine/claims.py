@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from turbocat.db.models import AgentRow, StepRunRow, step_status_is
@@ -162,12 +162,17 @@ async def next_due(
 ) -> dt.datetime | None:
     """The next instant something becomes due: a delayed ready step (a retry or a timed wait)
     of ``queues``, or the timeout of a signal wait."""
-    ready = select(func.min(StepRunRow.scheduled_for)).where(
-        step_status_is(S.READY),
-        StepRunRow.queue.in_(list(queues)),
-        StepRunRow.scheduled_for > now,
-    )
-    waits = select(func.min(StepRunRow.scheduled_for)).where(step_status_is(S.WAITING))
-    both = select(ready.scalar_subquery(), waits.scalar_subquery())  # one round trip
-    due = (await session.execute(both)).one()
+    due = (await session.execute(_NEXT_DUE, {"queues": list(queues), "now": now})).one()
     return min((d for d in due if d is not None), default=None)
+
+
+_NEXT_DUE = select(  # one round trip; built once (every idle tick runs it)
+    select(func.min(StepRunRow.scheduled_for))
+    .where(
+        step_status_is(S.READY),
+        StepRunRow.queue.in_(bindparam("queues", expanding=True)),
+        StepRunRow.scheduled_for > bindparam("now"),
+    )
+    .scalar_subquery(),
+    select(func.min(StepRunRow.scheduled_for)).where(step_status_is(S.WAITING)).scalar_subquery(),
+)

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import distinct, func, select, update
+from sqlalchemy import bindparam, distinct, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -245,20 +245,32 @@ class FrameStates:
 _OPEN = (S.PENDING, S.READY, S.RUNNING, S.WAITING)
 
 
-_OTHER = aliased(StepRunRow, name="frame_step")
-"""Made once: a new alias per statement costs more than the statement and defeats
-SQLAlchemy's cache of compiled statements."""
-
-
-def _frame_counts(execution_id: uuid.UUID, scope: str) -> list[Any]:
-    """Scalar subqueries: the frame's unfinished steps, and its steps that have a run (only
-    the latest attempt of a step can be unfinished: a retry starts after a failure)."""
-    other = _OTHER
+def _frame_statements() -> tuple[Any, Any, Any]:
+    """The statements ``frame_states`` runs, built once (they run for every step that ends;
+    building them each time cost more than running them), with the parameters
+    ``execution_id``, ``scope`` and ``keys``: every step of a frame; some steps of it with the
+    frame's counts (unfinished steps, and steps that have a run: only the latest attempt of a
+    step can be unfinished, a retry starts after a failure); the counts alone."""
+    execution_id: Any = bindparam("execution_id")
+    scope: Any = bindparam("scope")
+    other = aliased(StepRunRow, name="frame_step")
     inner = (other.execution_id == execution_id, other.scope == scope)
-    return [
+    counts = (
         select(func.count()).where(*inner, other.status.in_(_OPEN)).scalar_subquery(),
         select(func.count(distinct(other.step_key))).where(*inner).scalar_subquery(),
-    ]
+    )
+    steps = (StepRunRow.id, StepRunRow.step_key, StepRunRow.status)
+    frame = (StepRunRow.execution_id == execution_id, StepRunRow.scope == scope)
+    every = select(*steps).where(*frame).order_by(StepRunRow.attempt)
+    some = (
+        select(*steps, *counts)
+        .where(*frame, StepRunRow.step_key.in_(bindparam("keys", expanding=True)))
+        .order_by(StepRunRow.attempt)
+    )
+    return every, some, select(*counts)
+
+
+_EVERY_STEP, _SOME_STEPS, _COUNTS = _frame_statements()
 
 
 async def frame_states(
@@ -278,16 +290,11 @@ async def frame_states(
         states = {k: RunState(r.id, r.status, branch_of(r)) for k, r in cached.items()}
         unfinished = sum(1 for r in cached.values() if r.status in _OPEN)
         return FrameStates(states, unfinished, len(cached), whole=True)
-    frame = (StepRunRow.execution_id == execution_id, StepRunRow.scope == scope)
-    columns: list[Any] = [StepRunRow.id, StepRunRow.step_key, StepRunRow.status]
-    wanted: list[Any] = list(frame)
+    params: dict[str, Any] = {"execution_id": execution_id, "scope": scope}
     if keys is not None:  # the frame's counts ride along with its few rows
-        columns += _frame_counts(execution_id, scope)
-        wanted.append(StepRunRow.step_key.in_(sorted(keys)))
+        params["keys"] = sorted(keys)
     with step_reads(session):
-        rows = (
-            await session.execute(select(*columns).where(*wanted).order_by(StepRunRow.attempt))
-        ).all()
+        rows = (await session.execute(_EVERY_STEP if keys is None else _SOME_STEPS, params)).all()
     states = {row.step_key: RunState(row.id, row.status, None) for row in rows}
     if keys is None:
         unfinished = sum(1 for state in states.values() if state.status in _OPEN)
@@ -296,7 +303,7 @@ async def frame_states(
         counts = (rows[0][3], rows[0][4])
     else:  # none of ``keys`` has a run (the step that ended has no dependents to decide)
         with step_reads(session):
-            counts = (await session.execute(select(*_frame_counts(execution_id, scope)))).one()
+            counts = (await session.execute(_COUNTS, params)).one()
     conditions = [k for k in states if plan.steps[k].type == "condition"]
     if conditions:
         labels = await session.execute(

@@ -26,6 +26,7 @@ from turbocat.db.models import (
     ExecutionRow,
     StepRunRow,
     WorkflowRow,
+    step_status_is,
 )
 from turbocat.db.types import GUID, UTCDateTime
 from turbocat.domain import progress
@@ -241,8 +242,7 @@ async def record_outcome(
     operator's quotas, which a child execution this step starts counts against)."""
     settled = await settle(
         session,
-        StepRunRow.lease_epoch == epoch,
-        StepRunRow.status == S.RUNNING,
+        epoch=epoch,
         run_id=run_id,
         outcome=outcome,
         now=now,
@@ -292,16 +292,19 @@ async def announce(session: AsyncSession, recorded: Recorded) -> None:
 
 async def settle(
     session: AsyncSession,
-    *fence: Any,
+    *,
+    epoch: int | None = None,
     run_id: uuid.UUID,
     outcome: StepOutcome,
     now: dt.datetime,
     known: tuple[uuid.UUID, dt.datetime | None] | None = None,
     wait_for_child: bool = False,
 ) -> tuple[ExecutionRow, StepRunRow] | None:
-    """Write a step run's final state if ``fence`` still holds; None when it does not.
-    ``known`` is the run's (execution id, started_at) when the caller has them. With
-    ``wait_for_child``, the run waits for the child execution its outcome asks for instead.
+    """Write a step run's final state if it is still as the caller left it: running under
+    lease ``epoch`` (a worker's outcome), else waiting (a signal, a work-queue item, a child
+    execution, a timeout); None when it is not. ``known`` is the run's (execution id,
+    started_at) when the caller has them. With ``wait_for_child``, the run waits for the child
+    execution its outcome asks for instead.
 
     The execution row is locked first, then the step run: every transaction that moves an
     execution forward takes its locks in that order, so two of them cannot deadlock."""
@@ -335,26 +338,50 @@ async def settle(
         values["input"] = redact(outcome.rendered_input)
     if wait_for_child:
         values.update(status=S.WAITING, completed_at=None, duration_ms=None, scheduled_for=None)
+    params = {f"new_{key}": value for key, value in values.items()}
+    params.update(fenced_id=run_id, fenced_epoch=epoch)
     fenced = await session.execute(
-        update(StepRunRow)
-        .where(StepRunRow.id == run_id, *fence)
-        .values(**values)
-        .returning(StepRunRow),
+        _settling(epoch is not None, tuple(values)),
+        params,
         execution_options={"synchronize_session": False, "populate_existing": True},
     )
     run = fenced.scalars().one_or_none()
     return None if run is None else (execution, run)
 
 
-async def locked_execution(session: AsyncSession, execution_id: uuid.UUID) -> ExecutionRow:
-    return (
-        await session.execute(
-            select(ExecutionRow)
-            .where(ExecutionRow.id == execution_id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
+_SETTLING: dict[tuple[bool, tuple[str, ...]], Any] = {}
+
+
+def _settling(leased: bool, keys: tuple[str, ...]) -> Any:
+    """``settle``'s fenced UPDATE for these columns, built once per shape (every outcome runs
+    one; building it each time cost more than running it)."""
+    stmt = _SETTLING.get((leased, keys))
+    if stmt is None:
+        columns = StepRunRow.__table__.c
+        fence = (
+            (StepRunRow.lease_epoch == bindparam("fenced_epoch"), step_status_is(S.RUNNING))
+            if leased
+            else (step_status_is(S.WAITING),)
         )
-    ).scalar_one()
+        stmt = _SETTLING[(leased, keys)] = (
+            update(StepRunRow)
+            .where(StepRunRow.id == bindparam("fenced_id"), *fence)
+            .values({key: bindparam(f"new_{key}", type_=columns[key].type) for key in keys})
+            .returning(StepRunRow)
+        )
+    return stmt
+
+
+async def locked_execution(session: AsyncSession, execution_id: uuid.UUID) -> ExecutionRow:
+    return (await session.execute(_LOCK_EXECUTION, {"execution_id": execution_id})).scalar_one()
+
+
+_LOCK_EXECUTION = (
+    select(ExecutionRow)
+    .where(ExecutionRow.id == bindparam("execution_id"))
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
 
 
 async def carry_on(
@@ -821,7 +848,7 @@ async def _start_child(
             f"{children.child_id(run, ended)}", now, run=run)  # fmt: skip
     ended = dataclasses.replace(ended, rendered_input=outcome.rendered_input)
     settled = await settle(
-        session, StepRunRow.status == S.WAITING, run_id=run.id, outcome=ended, now=now,
+        session, run_id=run.id, outcome=ended, now=now,
         known=(execution.id, run.started_at),
     )  # fmt: skip
     assert settled is not None  # this transaction holds the execution and made the wait
@@ -852,9 +879,7 @@ async def _to_parent(session: AsyncSession, child: ExecutionRow, now: dt.datetim
     ).scalar_one()
     plan = await _PLANS.load(session, workflow)
     outcome = children.outcome_of(child)
-    settled = await settle(
-        session, StepRunRow.status == S.WAITING, run_id=run_id, outcome=outcome, now=now
-    )
+    settled = await settle(session, run_id=run_id, outcome=outcome, now=now)
     if settled is None:  # the step already ended (timed out, cancelled)
         return
     recorded = Recorded()

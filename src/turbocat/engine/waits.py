@@ -88,9 +88,7 @@ async def deliver_signal(
     )
     for run_id in rows:
         outcome = StepOutcome(output=payload)
-        settled = await store.settle(
-            session, StepRunRow.status == S.WAITING, run_id=run_id, outcome=outcome, now=now
-        )
+        settled = await store.settle(session, run_id=run_id, outcome=outcome, now=now)
         if settled is not None:
             recorded = store.Recorded()
             await store.carry_on(session, *settled, None, plan, now, 0.5, recorded)
@@ -134,7 +132,6 @@ async def _hand_out(
     )
     settled = await store.settle(
         session,
-        StepRunRow.status == S.WAITING,
         run_id=oldest.id,
         outcome=StepOutcome(output=items),
         now=now,
@@ -168,9 +165,7 @@ async def expire_signal_wait(
     if isinstance(step, WaitStep) and step.queue is not None:
         return await _serve_queue_wait(session, run.id, step, plan, now)
     outcome = StepOutcome(failure=_wait_timeout(step))
-    settled = await store.settle(
-        session, StepRunRow.status == S.WAITING, run_id=run.id, outcome=outcome, now=now
-    )
+    settled = await store.settle(session, run_id=run.id, outcome=outcome, now=now)
     if settled is None:
         return False
     recorded = store.Recorded()
@@ -218,9 +213,7 @@ async def _serve_queue_wait(
         )
         return False
     outcome = StepOutcome(output=items) if items else StepOutcome(failure=_wait_timeout(step))
-    settled = await store.settle(
-        session, StepRunRow.status == S.WAITING, run_id=run_id, outcome=outcome, now=now
-    )
+    settled = await store.settle(session, run_id=run_id, outcome=outcome, now=now)
     assert settled is not None  # still waiting: checked under the execution's lock
     recorded = store.Recorded()
     await store.carry_on(session, *settled, outcome.failure, plan, now, 0.5, recorded)

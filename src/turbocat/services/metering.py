@@ -65,16 +65,32 @@ async def add(
     if not quantity:
         return
     start, end = day_of(day or now)
-    table = UsageRecordRow.__table__
-    stmt = upsert(session.get_bind().dialect.name, table).values(
-        id=new_id(), organization_id=organization_id, metric=metric, quantity=Decimal(quantity),
-        period_start=start, period_end=end, details={}, created_at=now, updated_at=now,
-    )  # fmt: skip
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["organization_id", "metric", "period_start", "period_end"],
-        set_={"quantity": table.c.quantity + stmt.excluded.quantity, "updated_at": now},
-    )
-    await session.execute(stmt)
+    row = {
+        "id": new_id(), "organization_id": organization_id, "metric": metric,
+        "quantity": Decimal(quantity), "period_start": start, "period_end": end, "details": {},
+        "created_at": now, "updated_at": now,
+    }  # fmt: skip
+    await session.execute(_adding(session.get_bind().dialect.name), row)
+
+
+_ADDING: dict[str, Any] = {}
+
+
+def _adding(dialect: str) -> Any:
+    """The upsert ``add`` runs, built once per dialect (it runs for every execution started
+    and every llm step recorded; building it each time cost more than running it)."""
+    stmt = _ADDING.get(dialect)
+    if stmt is None:
+        table = UsageRecordRow.__table__
+        insert = upsert(dialect, table)
+        stmt = _ADDING[dialect] = insert.on_conflict_do_update(
+            index_elements=["organization_id", "metric", "period_start", "period_end"],
+            set_={
+                "quantity": table.c.quantity + insert.excluded.quantity,
+                "updated_at": insert.excluded.updated_at,
+            },
+        )
+    return stmt
 
 
 async def set_gauge(

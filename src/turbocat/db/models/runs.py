@@ -209,7 +209,10 @@ def step_status_is(status: StepStatus) -> Any:
     ``_waiting``): with a bound status only a custom plan can use them (a generic plan for
     asyncpg's prepared statement cannot prove ``status = $1`` matches the index), so the plan
     would rest on PostgreSQL's choice between the two."""
-    return StepRunRow.status == literal_column(f"'{StepStatus(status).value}'")
+    return _STATUS_IS[StepStatus(status)]
+
+
+_STATUS_IS = {s: StepRunRow.status == literal_column(f"'{s.value}'") for s in StepStatus}
 
 
 class ExecutionLogRow(IdMixin, TenantMixin, Base):
