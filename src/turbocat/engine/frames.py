@@ -104,19 +104,24 @@ async def chain_runs(
     missing = [s for s in scopes if (execution_id, s) not in cache]
     if missing:
         loaded: dict[str, dict[str, StepRunRow]] = {s: {} for s in missing}
+        params = {"execution_id": execution_id, "scopes": missing}
         with step_reads(session):
-            rows = (
-                await session.execute(
-                    select(StepRunRow)
-                    .where(StepRunRow.execution_id == execution_id, StepRunRow.scope.in_(missing))
-                    .order_by(StepRunRow.attempt)
-                )
-            ).scalars()
+            rows = (await session.execute(_FRAMES, params)).scalars()
         for row in rows:
             loaded[row.scope][row.step_key] = row
         for s, runs in loaded.items():
             cache[(execution_id, s)] = runs
     return {s: cache[(execution_id, s)] for s in scopes}
+
+
+_FRAMES = (  # built once: every step that ends reads frames
+    select(StepRunRow)
+    .where(
+        StepRunRow.execution_id == bindparam("execution_id"),
+        StepRunRow.scope.in_(bindparam("scopes", expanding=True)),
+    )
+    .order_by(StepRunRow.attempt)
+)
 
 
 def _step_view(run: StepRunRow) -> JSONValue:

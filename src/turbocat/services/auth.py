@@ -7,7 +7,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -283,12 +283,7 @@ async def _authenticate_session(session: AsyncSession, token: str, now: dt.datet
 async def _authenticate_api_key(session: AsyncSession, key: str, now: dt.datetime) -> Identity:
     digest = credentials.secret_hash(key)
     await tenancy.enter(session, TenantContext(api_key_hash=digest))
-    stmt = (  # the key and its user in one round trip
-        select(ApiKeyRow, UserRow)
-        .outerjoin(UserRow, UserRow.id == ApiKeyRow.user_id)
-        .where(ApiKeyRow.key_hash == digest)
-    )
-    found = (await session.execute(stmt.execution_options(include_deleted=True))).one_or_none()
+    found = (await session.execute(_KEY_AND_USER, {"digest": digest})).one_or_none()
     row: ApiKeyRow | None = None if found is None else found[0]
     owner: UserRow | None = None if found is None else found[1]
     if row is None or not secrets.compare_digest(row.key_hash, digest):
@@ -308,11 +303,12 @@ async def membership_for(
     session: AsyncSession, user_id: uuid.UUID, organization_id: uuid.UUID | None
 ) -> MembershipRow:
     """The caller's membership in the requested organization, or in their oldest one."""
-    stmt = select(MembershipRow).where(MembershipRow.user_id == user_id)
-    if organization_id is not None:
-        stmt = stmt.where(MembershipRow.organization_id == organization_id)
-    stmt = stmt.order_by(MembershipRow.created_at, MembershipRow.id).limit(1)
-    row = (await session.execute(stmt)).scalar_one_or_none()
+    if organization_id is None:
+        found = await session.execute(_OLDEST_MEMBERSHIP, {"user_id": user_id})
+    else:
+        params = {"user_id": user_id, "organization_id": organization_id}
+        found = await session.execute(_MEMBERSHIP_IN, params)
+    row = found.scalar_one_or_none()
     if row is None:
         if organization_id is not None:
             raise PermissionDenied("you are not a member of that organization")
@@ -320,3 +316,21 @@ async def membership_for(
             "you are not a member of any organization; create one with POST /api/v1/organizations"
         )
     return row
+
+
+# Built once: every authenticated request runs them (building cost more than running).
+_KEY_AND_USER = (  # the key and its user in one round trip
+    select(ApiKeyRow, UserRow)
+    .outerjoin(UserRow, UserRow.id == ApiKeyRow.user_id)
+    .where(ApiKeyRow.key_hash == bindparam("digest"))
+    .execution_options(include_deleted=True)
+)
+_OLDEST_MEMBERSHIP = (
+    select(MembershipRow)
+    .where(MembershipRow.user_id == bindparam("user_id"))
+    .order_by(MembershipRow.created_at, MembershipRow.id)
+    .limit(1)
+)
+_MEMBERSHIP_IN = _OLDEST_MEMBERSHIP.where(
+    MembershipRow.organization_id == bindparam("organization_id")
+)
