@@ -434,7 +434,8 @@ async def carry_on(
     # Ids and states only, of the steps around this one (its dependents and what they depend
     # on): a step's cost does not grow with its frame. A skip needs the whole frame.
     deciding, reads = progress.neighbourhood(nodes, plan.dependents.get(run.step_key, ()))
-    view = await frames.frame_states(session, plan, execution.id, run.scope, owner, reads)
+    some = reads if 2 * len(reads) < len(nodes) else None  # else the whole frame costs less
+    view = await frames.frame_states(session, plan, execution.id, run.scope, owner, some)
     states = {key: progress.State(state.status, state.branch) for key, state in view.states.items()}
     decision = progress.advance(nodes, states, None if view.whole else deciding)
     if decision.skipped and not view.whole:
