@@ -27,14 +27,20 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, with_loader_criteria
+from sqlalchemy.sql import util as sql_util
 
 from turbocat.config import Settings
 from turbocat.db import dialects
-from turbocat.db.base import SoftDeleteMixin
+from turbocat.db.base import Base, SoftDeleteMixin
 
 
 class TurbocatSession(Session):
     """Hides soft-deleted rows unless a statement asks ``include_deleted=True``."""
+
+
+_HIDE_DELETED = with_loader_criteria(
+    SoftDeleteMixin, lambda cls: cls.deleted_at.is_(None), include_aliases=True
+)
 
 
 @event.listens_for(TurbocatSession, "do_orm_execute")
@@ -44,14 +50,42 @@ def _hide_soft_deleted(state: ORMExecuteState) -> None:
         and not state.is_column_load
         and not state.is_relationship_load
         and not state.execution_options.get("include_deleted", False)
+        and _reads_soft_deleted(state.statement)
     ):
-        state.statement = state.statement.options(
-            with_loader_criteria(
-                SoftDeleteMixin,
-                lambda cls: cls.deleted_at.is_(None),
-                include_aliases=True,
+        state.statement = state.statement.options(_HIDE_DELETED)
+
+
+_SOFT_DELETED_TABLES: frozenset[str] = frozenset()
+_READS_SOFT_DELETED: dict[Any, bool] = {}
+
+
+def _reads_soft_deleted(statement: Any) -> bool:
+    """Whether a table with soft-deleted rows appears anywhere in ``statement`` (columns,
+    joins, aliases, subqueries), remembered per statement shape (its cache key, which SQLAlchemy
+    computes once per statement object anyway). The criteria option costs about as much as the
+    rest of a prebuilt statement's execution, and most engine statements read none of these
+    tables. Unknown shapes (no cache key) always get it."""
+    global _SOFT_DELETED_TABLES
+    key = statement._generate_cache_key()
+    if key is None:
+        return True
+    known = _READS_SOFT_DELETED.get(key.key)
+    if known is None:
+        if not _SOFT_DELETED_TABLES:
+            _SOFT_DELETED_TABLES = frozenset(
+                str(getattr(m.local_table, "name", ""))
+                for m in Base.registry.mappers
+                if issubclass(m.class_, SoftDeleteMixin)
             )
+        tables = sql_util.find_tables(
+            statement, check_columns=True, include_aliases=True, include_joins=True
         )
+        names = {getattr(t, "name", None) for t in tables}
+        known = bool(names & _SOFT_DELETED_TABLES)
+        if len(_READS_SOFT_DELETED) > 4096:  # shapes are few; bound it anyway
+            _READS_SOFT_DELETED.clear()
+        _READS_SOFT_DELETED[key.key] = known
+    return known
 
 
 def async_url(url: str) -> URL:
