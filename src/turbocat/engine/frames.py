@@ -32,6 +32,7 @@ from turbocat.domain.enums import StepStatus, StepType
 from turbocat.domain.errors import ValidationFailed
 from turbocat.domain.expressions import JSONValue, compile_template
 from turbocat.domain.ids import new_id
+from turbocat.domain.progress import State as GraphState
 from turbocat.domain.scopes import (
     ancestors,
     innermost_loop,
@@ -246,6 +247,10 @@ class FrameStates:
     """Steps of the frame that have a run (every step has one from the frame's opening)."""
     whole: bool
 
+    def graph_states(self) -> dict[str, GraphState]:
+        """The states as the graph rules (``domain.progress``) take them."""
+        return {k: GraphState(s.status, s.branch) for k, s in self.states.items()}
+
 
 _OPEN = (S.PENDING, S.READY, S.RUNNING, S.WAITING)
 
@@ -283,7 +288,6 @@ async def frame_states(
     plan: Plan,
     execution_id: uuid.UUID,
     scope: str,
-    owner: str | None,
     keys: Collection[str] | None = None,
 ) -> FrameStates:
     """The latest attempt of the steps ``keys`` (None: every step) of one frame, as ids and
@@ -296,19 +300,19 @@ async def frame_states(
         unfinished = sum(1 for r in cached.values() if r.status in _OPEN)
         return FrameStates(states, unfinished, len(cached), whole=True)
     params: dict[str, Any] = {"execution_id": execution_id, "scope": scope}
-    if keys is not None:  # the frame's counts ride along with its few rows
-        params["keys"] = sorted(keys)
+    rows: list[Any] = []
+    counts: tuple[int, int] | None = None
     with step_reads(session):
-        rows = (await session.execute(_EVERY_STEP if keys is None else _SOME_STEPS, params)).all()
+        if keys is None:
+            rows = list(await session.execute(_EVERY_STEP, params))
+        elif keys:  # the frame's counts ride along with its few rows
+            rows = list(await session.execute(_SOME_STEPS, {**params, "keys": sorted(keys)}))
+            counts = (rows[0][3], rows[0][4]) if rows else None
+        if keys is not None and counts is None:  # nothing to read: the ended step has no
+            counts = tuple((await session.execute(_COUNTS, params)).one())  # dependents
     states = {row.step_key: RunState(row.id, row.status, None) for row in rows}
-    if keys is None:
-        unfinished = sum(1 for state in states.values() if state.status in _OPEN)
-        counts = (unfinished, len(states))
-    elif rows:
-        counts = (rows[0][3], rows[0][4])
-    else:  # none of ``keys`` has a run (the step that ended has no dependents to decide)
-        with step_reads(session):
-            counts = (await session.execute(_COUNTS, params)).one()
+    if counts is None:  # the whole frame
+        counts = (sum(1 for state in states.values() if state.status in _OPEN), len(states))
     conditions = [k for k in states if plan.steps[k].type == "condition"]
     if conditions:
         labels = await session.execute(

@@ -435,12 +435,12 @@ async def carry_on(
     # on): a step's cost does not grow with its frame. A skip needs the whole frame.
     deciding, reads = progress.neighbourhood(nodes, plan.dependents.get(run.step_key, ()))
     some = reads if 2 * len(reads) < len(nodes) else None  # else the whole frame costs less
-    view = await frames.frame_states(session, plan, execution.id, run.scope, owner, some)
-    states = {key: progress.State(state.status, state.branch) for key, state in view.states.items()}
+    view = await frames.frame_states(session, plan, execution.id, run.scope, some)
+    states = view.graph_states()
     decision = progress.advance(nodes, states, None if view.whole else deciding)
     if decision.skipped and not view.whole:
-        view = await frames.frame_states(session, plan, execution.id, run.scope, owner)
-        states = {k: progress.State(state.status, state.branch) for k, state in view.states.items()}
+        view = await frames.frame_states(session, plan, execution.id, run.scope)
+        states = view.graph_states()
         decision = progress.advance(nodes, states)
     ids = view.states
     touched = [ids[key].id for key in (*decision.skipped, *decision.ready)]
