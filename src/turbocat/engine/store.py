@@ -22,7 +22,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from turbocat.db import signals
 from turbocat.db.engine import at_commit
 from turbocat.db.models import (
-    ExecutionLogRow,
     ExecutionRow,
     StepRunRow,
     WorkflowRow,
@@ -42,7 +41,7 @@ from turbocat.domain.enums import (
 from turbocat.domain.expressions import JSONValue, render_value
 from turbocat.domain.redaction import redact
 from turbocat.domain.runs import Retry, result_of
-from turbocat.engine import activity, admission, children, claims, frames, queues
+from turbocat.engine import activity, admission, children, claims, execution_log, frames, queues
 from turbocat.engine.plan import Plan, PlanCache
 from turbocat.engine.platform import LogLine
 from turbocat.engine.runner import StepFailure, StepOutcome
@@ -57,22 +56,11 @@ def log(
     session: AsyncSession, execution: ExecutionRow, message: str, now: dt.datetime, *,
     level: LogLevel = LogLevel.INFO, run: StepRunRow | None = None, **metadata: Any,
 ) -> None:  # fmt: skip
-    session.add(
-        ExecutionLogRow(
-            organization_id=execution.organization_id,
-            execution_id=execution.id,
-            step_run=run,
-            level=level,
-            message=message,
-            metadata_=redact(metadata),
-            step_key=run.step_key if run else None,
-            step_status=run.status if run else None,
-            step_started_at=run.started_at if run else None,
-            step_completed_at=run.completed_at if run else None,
-            step_duration_ms=run.duration_ms if run else None,
-            created_at=now,
-        )
-    )
+    execution_log.add(
+        session, organization_id=execution.organization_id, execution_id=execution.id,
+        message=message, at=now, level=level, run=run, run_id=run.id if run else None,
+        metadata=metadata,
+    )  # fmt: skip
 
 
 async def begin(
