@@ -9,6 +9,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, exists, func, literal, or_, select
 from sqlalchemy.engine import URL
 
+from turbocat.db.dialects import sqlite_driver
+
 
 def prepare_path(url: URL) -> None:
     """Create the folder of the database file (the embedded setup's data folder)."""
@@ -24,7 +26,7 @@ def on_connect(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={sqlite_driver.BUSY_TIMEOUT_MS}")
     cursor.close()
 
 

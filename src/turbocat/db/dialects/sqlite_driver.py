@@ -41,6 +41,8 @@ from sqlalchemy.util import EMPTY_DICT
 from sqlalchemy.util.concurrency import await_
 
 DRIVER = "turbocat_aiosqlite"
+BUSY_TIMEOUT_MS = 30_000
+"""How long a writer waits for another process's write lock (``PRAGMA busy_timeout``)."""
 
 _Done = tuple[Any, int, int | None, list[Any]]
 """description, rowcount, lastrowid, rows."""
@@ -67,6 +69,29 @@ async def _inline(conn: sqlite3.Connection, operation: str, parameters: Any, man
     """The statement on the loop's thread (a coroutine: SQLAlchemy's async connection insists
     that every statement awaits something)."""
     return _run(conn, operation, parameters, many)
+
+
+_BEGIN_WRITE = "BEGIN IMMEDIATE"
+_BEGUN: _Done = (None, -1, None, [])
+
+
+async def _begin_at_once(conn: sqlite3.Connection, busy_ms: int) -> bool:
+    """``BEGIN IMMEDIATE`` on the loop's thread if the write lock is free now; False when
+    another connection holds it (the caller then waits for it on the thread)."""
+    conn.execute("PRAGMA busy_timeout=0")
+    try:
+        conn.execute(_BEGIN_WRITE)
+    except sqlite3.OperationalError as error:
+        if error.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            raise
+        return False
+    finally:
+        conn.execute(f"PRAGMA busy_timeout={busy_ms}")
+    return True
+
+
+async def _call(method: Any) -> None:
+    method()
 
 
 def _runs_inline(statement: str, context: Any) -> bool:
@@ -126,12 +151,20 @@ class _Cursor(AsyncAdapt_aiosqlite_cursor):
 
     def _done(self, operation: Any, parameters: Any, many: bool, inline: bool) -> None:
         try:
+            conn = self._connection._conn
             if inline:
-                done = await_(_inline(self._connection._conn, operation, parameters, many))
+                done = await_(_inline(conn, operation, parameters, many))
+            elif operation == _BEGIN_WRITE and await_(_begin_at_once(conn, BUSY_TIMEOUT_MS)):
+                done = _BEGUN
+            elif operation == "BEGIN":  # deferred: takes no lock, cannot wait
+                done = await_(_inline(conn, operation, parameters, many))
             else:
                 done = await_(self._submit(operation, parameters, many))
         except Exception as error:
             self._adapt_connection._handle_exception(error)
+        if operation.startswith("BEGIN"):
+            adapted: _Connection = self._adapt_connection  # type: ignore[assignment]
+            adapted._changes_at_begin = conn.total_changes
         self._description, self._rowcount, self._lastrowid, rows = done
         self._rows = collections.deque(rows)
 
@@ -150,14 +183,36 @@ class _Cursor(AsyncAdapt_aiosqlite_cursor):
 
 
 class _Connection(AsyncAdapt_aiosqlite_connection):
-    __slots__ = ()
+    __slots__ = ("_changes_at_begin",)
     _cursor_cls = _Cursor
+    _changes_at_begin: int
+    """``total_changes`` when the open transaction began (or the last one ended)."""
+
+    def commit(self) -> None:
+        self._end(super().commit, "commit")
+
+    def rollback(self) -> None:
+        self._end(super().rollback, "rollback")
+
+    def _end(self, on_thread: Any, name: str) -> None:
+        conn = self._connection._conn
+        if conn is None or conn.total_changes != self._changes_at_begin:
+            on_thread()
+        else:
+            try:
+                await_(_call(getattr(conn, name)))
+            except Exception as error:
+                self._handle_exception(error)
+        if conn is not None:  # ended: the pool's reset (a rollback) is instant too
+            self._changes_at_begin = conn.total_changes
 
 
 class _DBAPI(AsyncAdapt_aiosqlite_dbapi):
     def connect(self, *arg: Any, **kw: Any) -> _Connection:
         stock = super().connect(*arg, **kw)
-        return _Connection(self, stock._connection)
+        connection = _Connection(self, stock._connection)
+        connection._changes_at_begin = -1  # no transaction yet: ends go to the thread
+        return connection
 
 
 class Dialect(SQLiteDialect_aiosqlite):
