@@ -102,3 +102,44 @@ async def test_another_processs_write_lock_does_not_stall_the_loop(
     assert ticks == 20
     assert other.execute("SELECT v FROM settings_kv_probe").fetchall() == [(marker,)]
     other.close()
+
+
+async def test_begins_and_the_ends_of_transactions_that_wrote_nothing_run_inline(
+    tmp_path: Path, sqlite_template: Path
+) -> None:
+    """Each would cost a hop to aiosqlite's thread; only a COMMIT that writes (it may
+    checkpoint the write-ahead log) still goes there."""
+    path = tmp_path / "trace.db"
+    path.write_bytes(sqlite_template.read_bytes())
+    db = Database.from_settings(
+        Settings(home=tmp_path / "home", database_url=f"sqlite:///{path}"), app_role=False
+    )
+    seen: list[tuple[str, bool]] = []
+    here = threading.get_ident()
+
+    @event.listens_for(db.engine.sync_engine, "connect")
+    def trace(dbapi_conn: object, _record: object) -> None:
+        def traced(statement: str) -> None:
+            if statement.split()[0] in ("BEGIN", "COMMIT", "ROLLBACK"):
+                seen.append((statement, threading.get_ident() == here))
+
+        raw = dbapi_conn._connection._conn  # type: ignore[attr-defined]  # sqlite3's own
+        raw.set_trace_callback(traced)
+
+    try:
+        async with db.transaction() as session:
+            await session.execute(text("CREATE TABLE t (v TEXT)"))
+        seen.clear()
+        async with db.transaction(readonly=True) as session:
+            await session.execute(text("SELECT count(*) FROM t"))
+        async with db.transaction() as session:  # a write transaction that wrote nothing
+            await session.execute(text("SELECT count(*) FROM t"))
+        async with db.transaction() as session:
+            await session.execute(text("INSERT INTO t VALUES ('x')"))
+    finally:
+        await db.dispose()
+    assert seen == [
+        ("BEGIN", True), ("COMMIT", True),
+        ("BEGIN IMMEDIATE", True), ("COMMIT", True),
+        ("BEGIN IMMEDIATE", True), ("COMMIT", False),
+    ]  # fmt: skip
