@@ -16,6 +16,7 @@ from sqlalchemy import event, text
 from sqlalchemy.exc import IntegrityError
 
 from turbocat.config import Settings
+from turbocat.db.dialects import sqlite_driver
 from turbocat.db.engine import Database
 
 
@@ -104,11 +105,19 @@ async def test_another_processs_write_lock_does_not_stall_the_loop(
     other.close()
 
 
-async def test_begins_and_the_ends_of_transactions_that_wrote_nothing_run_inline(
-    tmp_path: Path, sqlite_template: Path
+async def _write_then_fail(db: Database) -> None:
+    async with db.transaction() as session:
+        await session.execute(text("INSERT INTO t VALUES ('y')"))
+        raise RuntimeError("rolled back")
+
+
+async def test_transaction_boundaries_run_inline_and_checkpoints_on_the_thread(
+    tmp_path: Path, sqlite_template: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each would cost a hop to aiosqlite's thread; only a COMMIT that writes (it may
-    checkpoint the write-ahead log) still goes there."""
+    """BEGIN, COMMIT and ROLLBACK would each cost a hop to aiosqlite's thread; the slow part
+    of a commit, the checkpoint, is off on these connections and runs on the thread after
+    every ``CHECKPOINT_CHANGES`` changed rows."""
+    monkeypatch.setattr(sqlite_driver, "_unchecked", 0)
     path = tmp_path / "trace.db"
     path.write_bytes(sqlite_template.read_bytes())
     db = Database.from_settings(
@@ -120,26 +129,33 @@ async def test_begins_and_the_ends_of_transactions_that_wrote_nothing_run_inline
     @event.listens_for(db.engine.sync_engine, "connect")
     def trace(dbapi_conn: object, _record: object) -> None:
         def traced(statement: str) -> None:
-            if statement.split()[0] in ("BEGIN", "COMMIT", "ROLLBACK"):
+            if statement.split()[0] in ("BEGIN", "COMMIT", "ROLLBACK", "PRAGMA"):
                 seen.append((statement, threading.get_ident() == here))
 
         raw = dbapi_conn._connection._conn  # type: ignore[attr-defined]  # sqlite3's own
         raw.set_trace_callback(traced)
 
+    rows = [{"v": str(i)} for i in range(sqlite_driver.CHECKPOINT_CHANGES)]
     try:
         async with db.transaction() as session:
             await session.execute(text("CREATE TABLE t (v TEXT)"))
+            assert (await session.execute(text("PRAGMA wal_autocheckpoint"))).scalar() == 0
         seen.clear()
         async with db.transaction(readonly=True) as session:
             await session.execute(text("SELECT count(*) FROM t"))
-        async with db.transaction() as session:  # a write transaction that wrote nothing
-            await session.execute(text("SELECT count(*) FROM t"))
         async with db.transaction() as session:
             await session.execute(text("INSERT INTO t VALUES ('x')"))
+        with pytest.raises(RuntimeError):
+            await _write_then_fail(db)
+        async with db.transaction() as session:  # reaches CHECKPOINT_CHANGES
+            await session.execute(text("INSERT INTO t VALUES (:v)"), rows)
     finally:
         await db.dispose()
-    assert seen == [
+    assert [entry for entry in seen if "busy_timeout" not in entry[0]] == [
         ("BEGIN", True), ("COMMIT", True),
         ("BEGIN IMMEDIATE", True), ("COMMIT", True),
+        ("BEGIN IMMEDIATE", True), ("ROLLBACK", True),
         ("BEGIN IMMEDIATE", True), ("COMMIT", False),
+        ("PRAGMA wal_checkpoint(PASSIVE)", False),
     ]  # fmt: skip
+    assert sqlite_driver._unchecked == 0

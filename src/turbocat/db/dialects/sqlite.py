@@ -27,6 +27,9 @@ def on_connect(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute(f"PRAGMA busy_timeout={sqlite_driver.BUSY_TIMEOUT_MS}")
+    # Checkpoints run on aiosqlite's thread, not inside a COMMIT on the loop's (see
+    # sqlite_driver.CHECKPOINT_CHANGES).
+    cursor.execute("PRAGMA wal_autocheckpoint=0")
     cursor.close()
 
 

@@ -10,9 +10,15 @@ rowcount and last row id in memory; where that call runs:
 - Statements of a write transaction run inline, on the event loop's thread: SQLite has one
   writer at a time and the writers of this process already queue for it on an asyncio lock
   (``Database.transaction``), so a writer holding the loop for the microseconds of its
-  statements delays nobody who could have written meanwhile. The two points of a write
-  transaction that may wait (``BEGIN IMMEDIATE``, on a writer of another process, and
-  ``COMMIT``, which may checkpoint the write-ahead log) still go to the thread.
+  statements delays nobody who could have written meanwhile. The one point of a write
+  transaction that may wait, ``BEGIN IMMEDIATE`` (on a writer of another process), is first
+  tried inline without waiting (busy timeout 0): when no other process writes, which is
+  nearly always, it takes the lock at once; otherwise it waits on the thread.
+- ``COMMIT`` and ``ROLLBACK`` run inline, and so does a read transaction's ``BEGIN``
+  (deferred: it takes no lock). With synchronous=NORMAL, a commit in WAL mode appends to the
+  log without syncing it; its slow part is the checkpoint that SQLite runs inside a commit
+  once the log has grown. That is off here: every ``CHECKPOINT_CHANGES`` changed rows, one
+  commit goes to the thread and checkpoints there.
 - Read-only transactions (``turbocat_readonly``) and statements marked ``turbocat_offload``
   (bulk jobs whose statements are long: retention) run on the thread, one hop each, so that
   the loop keeps serving while SQLite works.
@@ -189,22 +195,55 @@ class _Connection(AsyncAdapt_aiosqlite_connection):
     """``total_changes`` when the open transaction began (or the last one ended)."""
 
     def commit(self) -> None:
-        self._end(super().commit, "commit")
-
-    def rollback(self) -> None:
-        self._end(super().rollback, "rollback")
-
-    def _end(self, on_thread: Any, name: str) -> None:
         conn = self._connection._conn
-        if conn is None or conn.total_changes != self._changes_at_begin:
-            on_thread()
-        else:
-            try:
-                await_(_call(getattr(conn, name)))
+        if conn is None:
+            super().commit()
+            return
+        changed = conn.total_changes - self._changes_at_begin
+        if _due_checkpoint(changed):
+            try:  # the thread: a checkpoint writes the logged pages into the database file
+                await_(self._connection._execute(_commit_and_checkpoint, conn))
             except Exception as error:
                 self._handle_exception(error)
-        if conn is not None:  # ended: the pool's reset (a rollback) is instant too
-            self._changes_at_begin = conn.total_changes
+        else:
+            self._inline(conn.commit)
+        self._changes_at_begin = conn.total_changes
+
+    def rollback(self) -> None:
+        conn = self._connection._conn
+        if conn is None:
+            super().rollback()
+            return
+        self._inline(conn.rollback)  # nothing to write: instant
+        self._changes_at_begin = conn.total_changes  # the pool's reset is instant too
+
+    def _inline(self, method: Any) -> None:
+        try:
+            await_(_call(method))
+        except Exception as error:
+            self._handle_exception(error)
+
+
+CHECKPOINT_CHANGES = 500
+"""Rows this process's transactions change between two checkpoints of the write-ahead log.
+SQLite's own (automatic) checkpoint is off on these connections (``dialects.sqlite``): it runs
+inside a COMMIT, which here runs on the loop's thread; the commit that reaches this count runs
+on aiosqlite's thread instead and checkpoints (PASSIVE: it never waits for readers)."""
+_unchecked = 0
+
+
+def _due_checkpoint(changed: int) -> bool:
+    global _unchecked
+    _unchecked += changed
+    if _unchecked < CHECKPOINT_CHANGES:
+        return False
+    _unchecked = 0
+    return True
+
+
+def _commit_and_checkpoint(conn: sqlite3.Connection) -> None:
+    conn.commit()
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
 
 class _DBAPI(AsyncAdapt_aiosqlite_dbapi):
