@@ -246,6 +246,9 @@ class FrameStates:
     steps: int
     """Steps of the frame that have a run (every step has one from the frame's opening)."""
     whole: bool
+    runs: dict[uuid.UUID, StepRunRow] = field(default_factory=dict)
+    """Whole rows read along with the states (a few steps' reads load them: the caller
+    changes some of them, and one query is cheaper than two), by id."""
 
     def graph_states(self) -> dict[str, GraphState]:
         """The states as the graph rules (``domain.progress``) take them."""
@@ -273,7 +276,7 @@ def _frame_statements() -> tuple[Any, Any, Any]:
     frame = (StepRunRow.execution_id == execution_id, StepRunRow.scope == scope)
     every = select(*steps).where(*frame).order_by(StepRunRow.attempt)
     some = (
-        select(*steps, *counts)
+        select(StepRunRow, *counts)
         .where(*frame, StepRunRow.step_key.in_(bindparam("keys", expanding=True)))
         .order_by(StepRunRow.attempt)
     )
@@ -290,29 +293,23 @@ async def frame_states(
     scope: str,
     keys: Collection[str] | None = None,
 ) -> FrameStates:
-    """The latest attempt of the steps ``keys`` (None: every step) of one frame, as ids and
-    states only (no inputs or outputs, but a condition's chosen label): what moving the graph
-    forward needs. Reading only the steps around the one that ended keeps a step's cost the
-    same however many steps the frame has; the counts come from the database."""
+    """The latest attempt of the steps ``keys`` (None: every step) of one frame: what moving
+    the graph forward needs. Reading only the steps around the one that ended keeps a step's
+    cost the same however many steps the frame has; the counts then come from the database,
+    and the few rows come whole (``FrameStates.runs``). The whole frame comes as ids and
+    states only (no inputs or outputs, but a condition's chosen label)."""
     cached = _cache(session).get((execution_id, scope))
     if cached is not None:
         states = {k: RunState(r.id, r.status, branch_of(r)) for k, r in cached.items()}
         unfinished = sum(1 for r in cached.values() if r.status in _OPEN)
         return FrameStates(states, unfinished, len(cached), whole=True)
     params: dict[str, Any] = {"execution_id": execution_id, "scope": scope}
-    rows: list[Any] = []
-    counts: tuple[int, int] | None = None
+    if keys is not None:
+        return await _some_states(session, params, keys)
     with step_reads(session):
-        if keys is None:
-            rows = list(await session.execute(_EVERY_STEP, params))
-        elif keys:  # the frame's counts ride along with its few rows
-            rows = list(await session.execute(_SOME_STEPS, {**params, "keys": sorted(keys)}))
-            counts = (rows[0][3], rows[0][4]) if rows else None
-        if keys is not None and counts is None:  # nothing to read: the ended step has no
-            counts = tuple((await session.execute(_COUNTS, params)).one())  # dependents
+        rows = list(await session.execute(_EVERY_STEP, params))
     states = {row.step_key: RunState(row.id, row.status, None) for row in rows}
-    if counts is None:  # the whole frame
-        counts = (sum(1 for state in states.values() if state.status in _OPEN), len(states))
+    unfinished = sum(1 for state in states.values() if state.status in _OPEN)
     conditions = [k for k in states if plan.steps[k].type == "condition"]
     if conditions:
         labels = await session.execute(
@@ -323,19 +320,42 @@ async def frame_states(
         for key, output in labels.all():
             label = output.get("label") if isinstance(output, dict) else None
             states[key] = RunState(states[key].id, states[key].status, label)
-    return FrameStates(states, int(counts[0]), int(counts[1]), whole=keys is None)
+    return FrameStates(states, unfinished, len(states), whole=True)
+
+
+async def _some_states(
+    session: AsyncSession, params: dict[str, Any], keys: Collection[str]
+) -> FrameStates:
+    """``frame_states`` of a few steps: their whole rows, with the frame's counts."""
+    with step_reads(session):
+        if not keys:  # nothing to read: the ended step has no dependents
+            counts = (await session.execute(_COUNTS, params)).one()
+            return FrameStates({}, int(counts[0]), int(counts[1]), whole=False)
+        rows = (await session.execute(_SOME_STEPS, {**params, "keys": sorted(keys)})).all()
+    if not rows:
+        counts = (await session.execute(_COUNTS, params)).one()
+        return FrameStates({}, int(counts[0]), int(counts[1]), whole=False)
+    latest = {run.step_key: run for run, _unfinished, _steps in rows}  # by attempt
+    states = {k: RunState(r.id, r.status, branch_of(r)) for k, r in latest.items()}
+    runs = {run.id: run for run in latest.values()}
+    return FrameStates(states, int(rows[0][1]), int(rows[0][2]), whole=False, runs=runs)
 
 
 async def runs_by_id(
-    session: AsyncSession, ids: Iterable[uuid.UUID]
+    session: AsyncSession,
+    ids: Iterable[uuid.UUID],
+    known: dict[uuid.UUID, StepRunRow] | None = None,
 ) -> dict[uuid.UUID, StepRunRow]:
-    """Full rows, for the few runs a transaction changes."""
-    wanted = list(ids)
+    """Full rows, for the few runs a transaction changes (those in ``known`` without a
+    query)."""
+    ids = list(ids)
+    found = {i: known[i] for i in ids if known and i in known}
+    wanted = [i for i in ids if i not in found]
     if not wanted:
-        return {}
+        return found
     with step_reads(session):
         rows = await session.execute(select(StepRunRow).where(StepRunRow.id.in_(wanted)))
-    return {row.id: row for row in rows.scalars()}
+    return found | {row.id: row for row in rows.scalars()}
 
 
 def branch_of(run: StepRunRow) -> str | None:

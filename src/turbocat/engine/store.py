@@ -432,7 +432,7 @@ async def carry_on(
         decision = progress.advance(nodes, states)
     ids = view.states
     touched = [ids[key].id for key in (*decision.skipped, *decision.ready)]
-    changed = await frames.runs_by_id(session, touched)
+    changed = await frames.runs_by_id(session, touched, view.runs)
     for key in decision.skipped:
         skipped = changed[ids[key].id]
         skipped.status, skipped.completed_at, skipped.updated_at = S.SKIPPED, now, now
