@@ -1,5 +1,6 @@
 """``db.engine.at_commit``: work that runs as a transaction commits, in key order, and never
-for what a rollback (of the transaction or of a savepoint) undid."""
+for what a rollback (of the transaction or of a savepoint) undid; ``after_commit``: callbacks
+once it has committed, with the same exceptions."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from turbocat.db.engine import Database, at_commit
+from turbocat.db.engine import Database, after_commit, at_commit
 
 
 async def test_runs_last_in_key_order_and_skips_rolled_back_savepoints(
@@ -48,6 +49,39 @@ async def test_runs_last_in_key_order_and_skips_rolled_back_savepoints(
     with pytest.raises(RuntimeError):
         await failing()
     assert calls == []
+    async with operator_db.transaction() as session:  # nothing left over for the next one
+        pass
+    assert calls == []
+
+
+async def test_after_commit_runs_once_committed_and_never_for_what_rolled_back(
+    operator_db: Database,
+) -> None:
+    calls: list[str] = []
+
+    async def undone(session: AsyncSession) -> None:
+        async with session.begin_nested():
+            after_commit(session, lambda: calls.append("undone"))
+            raise RuntimeError("the savepoint rolls back")
+
+    async def failing() -> None:
+        async with operator_db.transaction() as session:
+            after_commit(session, lambda: calls.append("failed"))
+            raise RuntimeError("the transaction rolls back")
+
+    async with operator_db.transaction() as session:
+        after_commit(session, lambda: calls.append("a"))
+        with pytest.raises(RuntimeError):
+            await undone(session)
+        async with session.begin_nested():
+            after_commit(session, lambda: calls.append("kept"))
+        await session.execute(text("SELECT 1"))
+        assert calls == []
+    assert calls == ["a", "kept"]
+
+    calls.clear()
+    with pytest.raises(RuntimeError):
+        await failing()
     async with operator_db.transaction() as session:  # nothing left over for the next one
         pass
     assert calls == []

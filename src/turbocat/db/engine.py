@@ -334,6 +334,11 @@ def _drop_rolled_back(session: Session, previous_transaction: SessionTransaction
         session.info["at_commit"] = [
             entry for entry in pending if not _inside(entry[2], previous_transaction)
         ]
+    waiting = session.info.get(_AFTER_COMMIT)
+    if waiting:
+        session.info[_AFTER_COMMIT] = [
+            entry for entry in waiting if not _inside(entry[1], previous_transaction)
+        ]
 
 
 def _inside(scope: SessionTransaction | None, ended: SessionTransaction) -> bool:
@@ -352,11 +357,22 @@ def _forget_tenant_on_rollback(session: Session) -> None:
 
 @event.listens_for(TurbocatSession, "after_commit")
 def _forget_tenant(session: Session) -> None:
-    """Transaction-local settings end with the transaction."""
+    """Transaction-local settings end with the transaction; what waited for the commit runs."""
+    if session.get_nested_transaction() is not None:
+        return  # a savepoint was released (SQLAlchemy signals that as a commit too): not yet
     session.info.pop(dialects.postgres.TENANT_KEY, None)
+    for callback, _scope in session.info.pop(_AFTER_COMMIT, ()):
+        callback()
 
 
 def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
-    """Run ``callback`` once this session's transaction has committed (never on rollback):
-    for side effects that must follow durable state, such as waking workers."""
-    event.listen(session.sync_session, "after_commit", lambda _s: callback(), once=True)
+    """Run ``callback`` once this session's transaction has committed (never on rollback,
+    nor when the savepoint it was registered in rolls back): for side effects that must
+    follow durable state, such as waking workers. (Kept in the session's info rather than
+    as a listener of its own: registering a listener cost ~0.1 ms per call.)"""
+    sync = session.sync_session
+    scope = sync.get_nested_transaction() or sync.get_transaction()
+    sync.info.setdefault(_AFTER_COMMIT, []).append((callback, scope))
+
+
+_AFTER_COMMIT = "after_commit"
