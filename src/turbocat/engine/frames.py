@@ -323,6 +323,13 @@ async def frame_states(
     return FrameStates(states, unfinished, len(states), whole=True)
 
 
+def alone(run: StepRunRow) -> FrameStates:
+    """The states of a frame whose only step is ``run`` (nothing to read)."""
+    states = {run.step_key: RunState(run.id, run.status, branch_of(run))}
+    unfinished = 1 if run.status in _OPEN else 0
+    return FrameStates(states, unfinished, 1, whole=True, runs={run.id: run})
+
+
 async def _some_states(
     session: AsyncSession, params: dict[str, Any], keys: Collection[str]
 ) -> FrameStates:

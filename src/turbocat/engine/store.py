@@ -419,11 +419,17 @@ async def carry_on(
         return
     owner = plan.owner[run.step_key]
     nodes = plan.nodes[owner]
-    # Ids and states only, of the steps around this one (its dependents and what they depend
-    # on): a step's cost does not grow with its frame. A skip needs the whole frame.
+    # The steps around this one (its dependents and what they depend on): a step's cost does
+    # not grow with its frame. A skip needs the whole frame. A step alone in its frame (a
+    # one-step workflow, a loop body of one step) needs no read at all.
     deciding, reads = progress.neighbourhood(nodes, plan.dependents.get(run.step_key, ()))
     some = reads if 2 * len(reads) < len(nodes) else None  # else the whole frame costs less
-    view = await frames.frame_states(session, plan, execution.id, run.scope, some)
+    alone = len(nodes) == 1
+    view = (
+        frames.alone(run)
+        if alone
+        else await frames.frame_states(session, plan, execution.id, run.scope, some)
+    )
     states = view.graph_states()
     decision = progress.advance(nodes, states, None if view.whole else deciding)
     if decision.skipped and not view.whole:
@@ -454,7 +460,10 @@ async def carry_on(
     if ready or not finished:
         await refresh_status(session, execution, plan, now)
         return
-    frame = await frames.frame_runs(session, execution.id, run.scope)  # it finished: all of it
+    # it finished: all of it
+    frame = (
+        {run.step_key: run} if alone else await frames.frame_runs(session, execution.id, run.scope)
+    )
     if run.parent_id is None:
         await _finish(session, execution, plan, frame, now)
         recorded.finished = True
