@@ -387,7 +387,7 @@ class Outcome:
 
 
 async def _snapshot(
-    ctx: AppContext, execution_id: uuid.UUID
+    ctx: AppContext, execution_id: uuid.UUID, *, steps: bool = True
 ) -> tuple[ExecutionRow, list[StepRunRow]]:
     from turbocat.db.engine import TenantContext
     from turbocat.db.models import ExecutionRow
@@ -396,7 +396,7 @@ async def _snapshot(
     async with ctx.db.transaction(TenantContext(system=True), readonly=True) as session:
         execution = await session.get(ExecutionRow, execution_id)
         assert execution is not None
-        return execution, await executions.step_runs(session, execution)
+        return execution, await executions.step_runs(session, execution) if steps else []
 
 
 async def _prepare(
@@ -489,10 +489,14 @@ async def execute(
         task = asyncio.create_task(worker.run(stop))
         deadline = time.monotonic() + limit_seconds
         timed_out = False
+        # Without a display the loop reads the execution alone, and the steps once at the end
+        # (a 500-step run spent ~10% of its time reading every step every 50 ms).
+        quiet = isinstance(display, QuietDisplay)
         try:
             while True:
-                current, runs = await _snapshot(ctx, execution.id)
-                display.update(step_views(runs, order, ctx.clock()))
+                current, runs = await _snapshot(ctx, execution.id, steps=not quiet)
+                if not quiet:
+                    display.update(step_views(runs, order, ctx.clock()))
                 if current.status.value in TERMINAL:
                     break
                 if time.monotonic() >= deadline:
@@ -513,6 +517,8 @@ async def execute(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        if quiet:
+            current, runs = await _snapshot(ctx, execution.id)
         return _outcome(current, runs, order, timed_out)
     finally:
         display.close()
