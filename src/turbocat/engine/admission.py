@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from turbocat.db.models import ExecutionRow, TaskQueueRow, WorkflowRow
@@ -34,11 +34,26 @@ Begin = Callable[[ExecutionRow, WorkflowRow], Awaitable[None]]
 """Starts an admitted execution: creates its first step runs."""
 
 
-async def _live(session: AsyncSession, workflow_id: uuid.UUID) -> int:
-    stmt = select(func.count()).where(
-        ExecutionRow.workflow_id == workflow_id, ExecutionRow.status.in_(RUNNING)
+async def _workflow_is_full(
+    session: AsyncSession, workflow_id: uuid.UUID, limit: int, *, before: ExecutionRow | None
+) -> bool:
+    """Whether the workflow runs ``limit`` executions already, or has pending ones ahead in
+    line (all of them, without ``before``): one statement for both questions."""
+    mine = ExecutionRow.workflow_id == workflow_id
+    live = select(func.count()).where(mine, ExecutionRow.status.in_(RUNNING)).scalar_subquery()
+    waiting = exists().where(mine, ExecutionRow.status == ExecutionStatus.PENDING, *_ahead(before))
+    running, pending = (await session.execute(select(live, waiting))).one()
+    return int(running) >= limit or bool(pending)
+
+
+def _ahead(before: ExecutionRow | None) -> tuple[Any, ...]:
+    """Pending executions ahead of ``before`` in line (all of them without it)."""
+    if before is None:
+        return ()
+    return (
+        (ExecutionRow.created_at < before.created_at)
+        | ((ExecutionRow.created_at == before.created_at) & (ExecutionRow.id < before.id)),
     )
-    return int((await session.execute(stmt)).scalar_one())
 
 
 async def _queue_of(
@@ -48,12 +63,9 @@ async def _queue_of(
 
 
 async def _pending_exist(session: AsyncSession, *where: Any, before: ExecutionRow | None) -> bool:
-    stmt = select(ExecutionRow.id).where(ExecutionRow.status == ExecutionStatus.PENDING, *where)
-    if before is not None:  # only those ahead of it in line
-        stmt = stmt.where(
-            (ExecutionRow.created_at < before.created_at)
-            | ((ExecutionRow.created_at == before.created_at) & (ExecutionRow.id < before.id))
-        )
+    stmt = select(ExecutionRow.id).where(
+        ExecutionRow.status == ExecutionStatus.PENDING, *where, *_ahead(before)
+    )
     return (await session.execute(stmt.limit(1))).first() is not None
 
 
@@ -66,11 +78,8 @@ async def _fits(
     ahead_of: ExecutionRow | None = None,
 ) -> bool:
     limit = workflow.max_concurrent_executions
-    if limit is not None:
-        if await _live(session, workflow.id) >= limit:
-            return False
-        if await _pending_exist(session, ExecutionRow.workflow_id == workflow.id, before=ahead_of):
-            return False
+    if limit is not None and await _workflow_is_full(session, workflow.id, limit, before=ahead_of):
+        return False
     queue = await _queue_of(session, organization_id, queue_name)
     if queue is None:
         return True
