@@ -267,11 +267,15 @@ async def stream_logs(
         deadline = time.monotonic() + STREAM_MAX_SECONDS
         while time.monotonic() < deadline:
             async with ctx.db.transaction(context) as tx:
+                # The status before the lines: PostgreSQL reads each statement at a snapshot
+                # of its own, so lines read after seeing the execution ended include the last
+                # ones (read the other way round, a commit between the two reads ended the
+                # stream without the lines written with the end).
+                execution = await executions.get(tx, principal, execution_id)
+                finished = execution.status in TERMINAL
                 rows = await executions.logs(
                     tx, principal, execution_id, min_level=level, after_id=after, limit=500
                 )
-                execution = await executions.get(tx, principal, execution_id)
-                finished = execution.status in TERMINAL
             for row in rows:
                 body = ExecutionLogRead.model_validate(row).model_dump_json()
                 yield f"id: {row.id}\nevent: log\ndata: {body}\n\n".encode()
