@@ -326,6 +326,11 @@ def _run_at_commit(session: Session) -> None:
             work(session)
 
 
+_AFTER_COMMIT = "after_commit"
+"""The session's info key of ``after_commit``'s callbacks (with the transaction or savepoint
+each was registered in)."""
+
+
 @event.listens_for(TurbocatSession, "after_soft_rollback")
 def _drop_rolled_back(session: Session, previous_transaction: SessionTransaction) -> None:
     """A savepoint (or the whole transaction) rolled back: so did the work registered in it."""
@@ -356,7 +361,7 @@ def _forget_tenant_on_rollback(session: Session) -> None:
 
 
 @event.listens_for(TurbocatSession, "after_commit")
-def _forget_tenant(session: Session) -> None:
+def _after_outer_commit(session: Session) -> None:
     """Transaction-local settings end with the transaction; what waited for the commit runs."""
     if session.get_nested_transaction() is not None:
         return  # a savepoint was released (SQLAlchemy signals that as a commit too): not yet
@@ -373,6 +378,3 @@ def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
     sync = session.sync_session
     scope = sync.get_nested_transaction() or sync.get_transaction()
     sync.info.setdefault(_AFTER_COMMIT, []).append((callback, scope))
-
-
-_AFTER_COMMIT = "after_commit"
