@@ -228,6 +228,7 @@ async def record_outcome(
     the worker also claims the steps this made ready, up to its free slots. ``lines`` are the
     log lines the step's runtime wrote while it ran. ``plans`` is the worker's cache (with the
     operator's quotas, which a child execution this step starts counts against)."""
+    counted = outcome.failure is None and outcome.child is None
     settled = await settle(
         session,
         epoch=epoch,
@@ -236,6 +237,7 @@ async def record_outcome(
         now=now,
         known=claimed,
         wait_for_child=outcome.child is not None,
+        count_completed=counted,
     )
     if settled is None:
         return Recorded(lost_lease=True)
@@ -247,7 +249,9 @@ async def record_outcome(
     if outcome.child is not None:
         await _start_child(session, *settled, outcome, plan, plans or _PLANS, now, rand, recorded)
     else:
-        await carry_on(session, *settled, outcome.failure, plan, now, rand, recorded)
+        await carry_on(
+            session, *settled, outcome.failure, plan, now, rand, recorded, counted=counted
+        )
     if chain is not None and chain.limit > 0:
         if recorded.made_ready:  # this execution's next steps first: they are warm
             if len(recorded.ready_rows) == recorded.made_ready:  # all known: no search
@@ -287,12 +291,16 @@ async def settle(
     now: dt.datetime,
     known: tuple[uuid.UUID, dt.datetime | None] | None = None,
     wait_for_child: bool = False,
+    count_completed: bool = False,
 ) -> tuple[ExecutionRow, StepRunRow] | None:
     """Write a step run's final state if it is still as the caller left it: running under
     lease ``epoch`` (a worker's outcome), else waiting (a signal, a work-queue item, a child
     execution, a timeout); None when it is not. ``known`` is the run's (execution id,
     started_at) when the caller has them. With ``wait_for_child``, the run waits for the child
-    execution its outcome asks for instead.
+    execution its outcome asks for instead. With ``count_completed`` (a worker's successful
+    outcome), the statement that locks the execution also counts the step in its
+    ``steps_completed`` (one statement fewer than locking, then writing the counter at the
+    flush); the count is taken back when the fence finds the run no longer as it was left.
 
     The execution row is locked first, then the step run: every transaction that moves an
     execution forward takes its locks in that order, so two of them cannot deadlock."""
@@ -310,7 +318,7 @@ async def settle(
     if found is None:
         return None
     execution_id, started = found
-    execution = await locked_execution(session, execution_id)
+    execution = await locked_execution(session, execution_id, count_completed)
     duration = int((now - started).total_seconds() * 1000) if started else None
     values: dict[str, Any] = {
         "status": S.FAILED if failure else S.COMPLETED,
@@ -334,7 +342,11 @@ async def settle(
         execution_options={"synchronize_session": False, "populate_existing": True},
     )
     run = fenced.scalars().one_or_none()
-    return None if run is None else (execution, run)
+    if run is None:
+        if count_completed:
+            await _execute_on_execution(session, _UNCOUNT, execution_id)
+        return None
+    return execution, run
 
 
 _SETTLING: dict[tuple[bool, tuple[str, ...]], Any] = {}
@@ -360,8 +372,24 @@ def _settling(leased: bool, keys: tuple[str, ...]) -> Any:
     return stmt
 
 
-async def locked_execution(session: AsyncSession, execution_id: uuid.UUID) -> ExecutionRow:
+async def locked_execution(
+    session: AsyncSession, execution_id: uuid.UUID, count_completed: bool = False
+) -> ExecutionRow:
+    """The execution, locked (and read afresh); with ``count_completed``, one more of its
+    steps completed, in the same statement (an UPDATE takes the same row lock)."""
+    if count_completed:
+        counted: ExecutionRow = await _execute_on_execution(session, _COUNT, execution_id)
+        return counted
     return (await session.execute(_LOCK_EXECUTION, {"execution_id": execution_id})).scalar_one()
+
+
+async def _execute_on_execution(session: AsyncSession, stmt: Any, execution_id: uuid.UUID) -> Any:
+    result = await session.execute(
+        stmt,
+        {"execution_id": execution_id},
+        execution_options={"synchronize_session": False, "populate_existing": True},
+    )
+    return result.scalar_one()
 
 
 _LOCK_EXECUTION = (
@@ -369,6 +397,13 @@ _LOCK_EXECUTION = (
     .where(ExecutionRow.id == bindparam("execution_id"))
     .with_for_update()
     .execution_options(populate_existing=True)
+)
+_COUNT, _UNCOUNT = (
+    update(ExecutionRow)
+    .where(ExecutionRow.id == bindparam("execution_id"))
+    .values(steps_completed=ExecutionRow.steps_completed + change)
+    .returning(ExecutionRow)
+    for change in (1, -1)
 )
 
 
@@ -381,13 +416,18 @@ async def carry_on(
     now: dt.datetime,
     rand: float,
     recorded: Recorded,
+    *,
+    counted: bool = False,
 ) -> None:
+    """Move the execution on from ``run``'s end (``counted``: its completion is already in
+    the execution's counters, see ``settle``)."""
     winding = execution.cancel_requested_at is not None and execution.status in LIVE
     delay = None if failure is None or winding else _retry_delay(plan, run, failure, rand)
     if delay is None and run.step_type == StepType.AGENT:
         activity.step_ended(session, execution, run, plan.steps[run.step_key], failure is None, now)
     if failure is None:
-        execution.steps_completed += 1
+        if not counted:
+            execution.steps_completed += 1
         log(session, execution, f"step {_name(run)} completed", now, run=run)
     else:
         if delay is not None:
