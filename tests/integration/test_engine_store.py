@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import uuid
 
 import httpx
 import pytest
@@ -13,7 +14,7 @@ from tests.integration.conftest import Account, Clock, signup
 from tests.integration.test_engine import data_step
 from turbocat.bootstrap import AppContext
 from turbocat.db.engine import TenantContext
-from turbocat.db.models import StepRunRow, WorkflowRow
+from turbocat.db.models import ExecutionRow, StepRunRow, WorkflowRow
 from turbocat.engine import claims, store
 from turbocat.engine.runner import StepFailure, StepOutcome
 from turbocat.engine.worker import WorkerConfig
@@ -132,6 +133,10 @@ async def test_a_worker_that_lost_its_lease_cannot_commit(
         )
     assert recorded.lost_lease
     async with db.transaction(TenantContext(system=True)) as session:
+        # the stale outcome's completion was counted as the execution was locked, then taken back
+        counted = await session.get(ExecutionRow, uuid.UUID(execution_id))
+        assert counted is not None and counted.steps_completed == 0
+    async with db.transaction(TenantContext(system=True)) as session:
         recorded = await store.record_outcome(
             session,
             run_id=second.id,
@@ -144,6 +149,7 @@ async def test_a_worker_that_lost_its_lease_cannot_commit(
     assert recorded.finished
     done = (await client.get(f"/api/v1/executions/{execution_id}", headers=owner.headers)).json()
     assert done["status"] == "completed" and done["steps"][0]["output"] == {"from": "alive"}
+    assert done["steps_completed"] == 1
 
 
 async def test_cancel_stops_running_steps_and_refuses_twice(
