@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -24,6 +25,23 @@ from turbocat.tracing import Tracing
 
 def utc_clock() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+_frozen = False
+
+
+def freeze_startup_objects() -> None:
+    """Move what exists once a process has started (modules, ORM mappers, schemas, routes:
+    about 280,000 objects) out of the cyclic garbage collector's sight, once per process.
+    None of it becomes garbage, yet every full collection scanned all of it: about 150 ms
+    on a 2-core machine, during which every request and step of the process stood still.
+    What is made later (rows, requests) is collected as before."""
+    global _frozen
+    if _frozen:
+        return
+    _frozen = True
+    gc.collect()
+    gc.freeze()
 
 
 @dataclass

@@ -45,7 +45,7 @@ from turbocat.api.routes import (
     webhooks,
     workflows,
 )
-from turbocat.bootstrap import AppContext
+from turbocat.bootstrap import AppContext, freeze_startup_objects
 from turbocat.config import Settings
 
 log = logging.getLogger("turbocat.api")
@@ -116,6 +116,7 @@ def create_app(
             if embedded_scheduler
             else None
         )
+        freeze_startup_objects()
         try:
             yield
         finally:

@@ -459,10 +459,11 @@ async def execute(
     make_display: Callable[[Sequence[str]], Display],
 ) -> Outcome:
     """Create everything in the (migrated) database of ``settings`` and run the execution."""
-    from turbocat.bootstrap import AppContext
+    from turbocat.bootstrap import AppContext, freeze_startup_objects
     from turbocat.engine.worker import WorkerConfig
 
     ctx = AppContext.build(settings, app_role=False)
+    freeze_startup_objects()
     display: Display = QuietDisplay()
     try:
         try:

@@ -43,7 +43,7 @@ def worker(
         )
     if migrate.current(settings) not in migrate.heads():
         raise fail("the database is not migrated: run 'turbocat db upgrade' first")
-    from turbocat.bootstrap import AppContext
+    from turbocat.bootstrap import AppContext, freeze_startup_objects
     from turbocat.logging import configure
 
     configure(settings.log_level, settings.log_json)
@@ -78,6 +78,7 @@ def worker(
             from turbocat.engine import worker_metrics
 
             metrics = worker_metrics.serve(the_worker, metrics_port, metrics_host)
+        freeze_startup_objects()
         try:
             # Events are dispatched by every worker; each event starts a subscriber once.
             await asyncio.gather(the_worker.run(stop), ctx.dispatcher().run(stop))
