@@ -4,6 +4,7 @@ a pooled connection whose transaction ended without a statement."""
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -92,7 +93,54 @@ async def test_a_context_set_inside_a_begun_transaction_is_a_statement(db: Datab
 
 
 def test_literals_are_quoted() -> None:
-    assert literal("it's") == "'it''s'"
+    # an escape string: read the same whatever standard_conforming_strings says
+    assert literal("it's") == "E'it''s'"
+    assert literal("a\\b") == "E'a\\\\b'"
+    with pytest.raises(ValueError, match="NUL"):
+        literal("a\x00b")
+
+
+TRICKY = ["it's", "back\\slash\\'", "$1 $2::JSONB", "line\nbreak\ttab", "ünï € 🐈", "E'x'", ""]
+
+
+async def test_statements_sent_with_the_commit_write_their_values_exactly(
+    pg_url: str, tmp_path: Path
+) -> None:
+    from sqlalchemy import Boolean, Column, Float, Integer, MetaData, Table, Text, insert, select
+
+    from turbocat.db import dialects
+    from turbocat.db.types import GUID, JSONDoc, UTCDateTime
+
+    settings = Settings(home=tmp_path / "home", database_url=pg_url)
+    database = Database.from_settings(settings, app_role=False)
+    name = f"t_{uuid.uuid4().hex[:8]}"
+    table = Table(
+        name, MetaData(), Column("id", GUID), Column("s", Text), Column("j", JSONDoc),
+        Column("at", UTCDateTime), Column("n", Integer), Column("b", Boolean),
+        Column("f", Float),
+    )  # fmt: skip
+    at = dt.datetime(2026, 12, 2, 3, 4, 5, 678901, tzinfo=dt.UTC)
+    rows = [
+        {"id": uuid.uuid4(), "s": text_, "j": {"k": text_, "list": [1, 2.5, None, True]},
+         "at": at, "n": i, "b": i % 2 == 0, "f": i / 4}
+        for i, text_ in enumerate(TRICKY)
+    ] + [{"id": uuid.uuid4(), "s": None, "j": None, "at": None, "n": None, "b": None, "f": None}]  # fmt: skip
+    try:
+        async with database.engine.begin() as conn:
+            await conn.run_sync(table.create)
+        seen = statements(database)
+        async with database.transaction(TenantContext(system=True)) as session:
+            await session.execute(text("SELECT 1"))  # begun, with its settings
+            connection = await session.connection()
+            await connection.run_sync(lambda c: dialects.execute_at_commit(c, insert(table), rows))
+        assert seen == ["SELECT 1"]  # the inserts went out with the COMMIT
+        async with database.transaction() as session:
+            got = (await session.execute(select(table).order_by(table.c.n.nulls_last()))).all()
+        assert [row._asdict() for row in got] == rows
+    finally:
+        async with database.engine.begin() as conn:
+            await conn.run_sync(table.drop)
+        await database.dispose()
     with pytest.raises(ValueError, match="NUL"):
         literal("a\x00b")
 

@@ -33,7 +33,7 @@ async def announce(session: AsyncSession, channel: str, payload: str) -> None:
         adapter = await postgres_driver.adapter_of(session)
         literal = postgres_driver.literal
         sql = f"SELECT pg_notify({literal(channel)}, {literal(payload)})"
-        if adapter is not None and adapter.send_with_commit(sql):
+        if adapter is not None and adapter.send_with_commit(sql, once=True):
             return
     await session.execute(text("SELECT pg_notify(:c, :p)"), {"c": channel, "p": payload})
 

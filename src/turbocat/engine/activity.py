@@ -146,7 +146,7 @@ def _count_component(
         "ok": int(ok), "failed": int(not ok), "duration": duration, "now": now,
     }  # fmt: skip
     connection = session.connection()  # Core: no ORM bookkeeping for a plain upsert
-    connection.execute(_component_upsert(connection.dialect.name), params)
+    dialects.execute_at_commit(connection, _component_upsert(connection.dialect.name), [params])
 
 
 _UPSERTS: dict[str, Any] = {}

@@ -17,6 +17,7 @@ from sqlalchemy import Table, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from turbocat.db import dialects
 from turbocat.db.engine import at_commit
 from turbocat.db.models import ExecutionLogRow, StepRunRow
 from turbocat.domain.enums import LogLevel, StepStatus
@@ -75,4 +76,4 @@ def _write(sync: Session) -> None:
     rows = sync.info.pop(_PENDING, None)
     if rows:
         sync.flush()  # the rows the lines name exist first
-        sync.connection().execute(_INSERT, rows)
+        dialects.execute_at_commit(sync.connection(), _INSERT, rows)

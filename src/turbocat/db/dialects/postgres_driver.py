@@ -12,6 +12,9 @@ runs several statements in one round trip). The transaction is then ended with p
 ``COMMIT`` / ``ROLLBACK``, as asyncpg's own transaction object would, and ``NOTIFY``s that
 ``signals.announce`` left with the connection go out in the same message as that ``COMMIT``
 (PostgreSQL delivers notifications at commit anyway; a rolled-back transaction sends none).
+So do the writes a transaction makes as it commits and whose results nobody reads (the log
+lines, the component statistics: ``dialects.execute_at_commit``), their values written as
+literals by ``render``.
 
 The dialect is registered as ``postgresql+turbocat_asyncpg``; ``db.engine.async_url`` maps
 ``postgresql://`` URLs onto it.
@@ -20,6 +23,13 @@ The dialect is registered as ``postgresql+turbocat_asyncpg``; ``db.engine.async_
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import decimal
+import math
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.dialects import registry
@@ -37,11 +47,88 @@ DRIVER = "turbocat_asyncpg"
 
 
 def literal(value: str) -> str:
-    """A SQL string literal (standard_conforming_strings, on since PostgreSQL 9.1: only the
-    quote is special)."""
+    """A SQL string literal, read the same whatever ``standard_conforming_strings`` says (an
+    escape string: only the backslash and the quote are special in it)."""
     if "\x00" in value:
-        raise ValueError("a setting cannot hold a NUL character")
-    return "'" + value.replace("'", "''") + "'"
+        raise ValueError("a PostgreSQL string cannot hold a NUL character")
+    return "E'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+class NotRenderable(TypeError):
+    """A value this module does not write as a literal (the caller sends it as a parameter)."""
+
+
+def _literal_of(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if value is True or value is False:
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return literal(value)
+    if isinstance(value, uuid.UUID):
+        return f"'{value}'"
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            raise NotRenderable("a naive datetime")
+        return f"'{value.isoformat()}'"
+    if isinstance(value, float | decimal.Decimal) and math.isfinite(value):
+        return str(value)
+    raise NotRenderable(type(value).__name__)
+
+
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+
+
+@dataclass(frozen=True)
+class _Template:
+    stmt: Any  # held: the cache is keyed by its id
+    compiled: Any
+    text: list[str]
+    """The compiled SQL around its placeholders (one more piece than ``slots``)."""
+    slots: list[int]
+    """For each placeholder, the index of its parameter in ``compiled.positiontup``."""
+
+
+_TEMPLATES: dict[tuple[int, type], _Template] = {}
+
+
+def _template(dialect: Any, stmt: Any) -> _Template:
+    key = (id(stmt), type(dialect))
+    found = _TEMPLATES.get(key)
+    if found is None:
+        compiled = stmt.compile(dialect=dialect)
+        pieces = _PLACEHOLDER.split(compiled.string)
+        found = _TEMPLATES[key] = _Template(
+            stmt, compiled, pieces[0::2], [int(n) - 1 for n in pieces[1::2]]
+        )
+    return found
+
+
+def render(dialect: Any, stmt: Any, rows: Sequence[Mapping[str, Any]]) -> str:
+    """``stmt`` once per row of ``rows``, its parameters written as literals, to be sent
+    where no parameters can go (with the COMMIT, see ``send_with_commit``). Each value goes
+    through its column type's bind processing first, as a parameter would; the compiled
+    statement keeps the casts of its placeholders (``$2::JSONB``), so each literal is read
+    as the type a parameter would have had. Raises ``NotRenderable`` for a value it does not
+    write (the caller then runs the statement itself)."""
+    template = _template(dialect, stmt)
+    compiled = template.compiled
+    processors = compiled._bind_processors  # the types' bind processing, by parameter name
+    statements = []
+    for row in rows:
+        values = compiled.construct_params(row)
+        literals = []
+        for name in compiled.positiontup:
+            value = values[name]
+            process = processors.get(name)
+            literals.append(_literal_of(process(value) if process is not None else value))
+        parts = [template.text[0]]
+        for slot, after in zip(template.slots, template.text[1:], strict=True):
+            parts += (literals[slot], after)
+        statements.append("".join(parts))
+    return "; ".join(statements)
 
 
 class _Begun:
@@ -81,12 +168,13 @@ class Connection(AsyncAdapt_asyncpg_connection):
         self._prelude: str | None = None
         self._postlude: list[str] = []
 
-    def send_with_commit(self, sql: str) -> bool:
-        """Send ``sql`` (no parameters) in the same round trip as this transaction's COMMIT;
+    def send_with_commit(self, sql: str, *, once: bool = False) -> bool:
+        """Send ``sql`` (no parameters) in the same round trip as this transaction's COMMIT,
+        after what was sent so before it (``once``: unless the same SQL already waits there);
         False when this adapter did not begin the transaction (the caller runs it itself)."""
         if not isinstance(self._transaction, _Begun):
             return False
-        if sql not in self._postlude:
+        if not once or sql not in self._postlude:
             self._postlude.append(sql)
         return True
 
