@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.integration.conftest import Account, assert_problem, signup
 
@@ -152,6 +153,43 @@ async def test_condition_branches_skip_and_join_any(client: httpx.AsyncClient) -
     }
     small = await run_workflow(client, owner, definition, {"n": 1})
     assert small["output_data"] == {"result": "small"} and small["result"] == "success"
+
+
+@pytest.mark.parametrize("join", ["all", "any"])
+async def test_a_fan_in_waits_for_every_dependency(client: httpx.AsyncClient, join: str) -> None:
+    # b and c usually complete while another dependency is still open (the join then
+    # decides nothing and reads no frame); a is skipped when the condition says no
+    owner = await signup(client, f"fan-in-{join}@example.com")
+    definition = {
+        "steps": [
+            {
+                "key": "route",
+                "type": "condition",
+                "branches": [{"label": "yes", "when": "{{ input.go }}"}],
+                "default": "no",
+            },
+            {**data_step("a", deps=("route",), mapping={"v": 1}), "when": "yes"},
+            data_step("b", mapping={"v": 2}),
+            data_step("c", mapping={"v": 3}),
+            {
+                **data_step(
+                    "join",
+                    deps=("a", "b", "c"),
+                    mapping={"seen": "{{ [steps.a.output, steps.b.output.v, steps.c.output.v] }}"},
+                ),
+                "join": join,
+            },
+        ],
+    }
+    went = await run_workflow(client, owner, definition, {"go": True})
+    steps = {s["step_key"]: s for s in went["steps"]}
+    assert steps["join"]["status"] == "completed"
+    assert steps["join"]["output"] == {"seen": [{"v": 1}, 2, 3]}
+    stopped = await run_workflow(client, owner, definition, {"go": False})
+    statuses = {s["step_key"]: s["status"] for s in stopped["steps"]}
+    assert statuses["a"] == "skipped" and statuses["b"] == statuses["c"] == "completed"
+    assert statuses["join"] == ("skipped" if join == "all" else "completed")
+    assert stopped["status"] == "completed"
 
 
 async def test_failure_fails_the_execution_and_skips_the_rest(client: httpx.AsyncClient) -> None:

@@ -323,6 +323,31 @@ async def frame_states(
     return FrameStates(states, unfinished, len(states), whole=True)
 
 
+_ANY_OPEN = select(
+    select(StepRunRow.id)
+    .where(
+        StepRunRow.execution_id == bindparam("execution_id"),
+        StepRunRow.scope == bindparam("scope"),
+        StepRunRow.step_key.in_(bindparam("keys", expanding=True)),
+        StepRunRow.status.in_(_OPEN),
+    )
+    .exists()
+)
+
+
+async def any_open(
+    session: AsyncSession, execution_id: uuid.UUID, scope: str, keys: Collection[str]
+) -> bool:
+    """Whether one of the steps ``keys`` of a frame has not finished (one index probe per
+    key; none when the frame is loaded in this transaction)."""
+    cached = _cache(session).get((execution_id, scope))
+    if cached is not None:
+        return any(key in cached and cached[key].status in _OPEN for key in keys)
+    params = {"execution_id": execution_id, "scope": scope, "keys": sorted(keys)}
+    with step_reads(session):
+        return bool((await session.execute(_ANY_OPEN, params)).scalar())
+
+
 def alone(run: StepRunRow) -> FrameStates:
     """The states of a frame whose only step is ``run`` (nothing to read)."""
     states = {run.step_key: RunState(run.id, run.status, branch_of(run))}

@@ -459,10 +459,14 @@ async def carry_on(
         return
     owner = plan.owner[run.step_key]
     nodes = plan.nodes[owner]
+    after = plan.dependents.get(run.step_key, ())
+    if failure is None and await _dependent_still_waits(session, run, nodes, after):
+        await refresh_status(session, execution, plan, now)  # nor is the frame finished
+        return
     # The steps around this one (its dependents and what they depend on): a step's cost does
     # not grow with its frame. A skip needs the whole frame. A step alone in its frame (a
     # one-step workflow, a loop body of one step) needs no read at all.
-    deciding, reads = progress.neighbourhood(nodes, plan.dependents.get(run.step_key, ()))
+    deciding, reads = progress.neighbourhood(nodes, after)
     some = reads if 2 * len(reads) < len(nodes) else None  # else the whole frame costs less
     alone = len(nodes) == 1
     view = (
@@ -520,6 +524,21 @@ async def carry_on(
         return
     _end_container(container, now, output=output)
     await carry_on(session, execution, container, None, plan, now, rand, recorded)
+
+
+async def _dependent_still_waits(
+    session: AsyncSession, run: StepRunRow, nodes: dict[str, progress.Node], after: Sequence[str]
+) -> bool:
+    """Whether the one step that depends on ``run`` (which completed) still waits for another
+    of its dependencies. Then this completion decides nothing: a completed step's edge is
+    live (it is no condition choosing a branch), so its dependent can only become ready, and
+    only once every dependency has finished (a dead edge would already have skipped it).
+    The step of a fan-in (a join after 100 parallel steps) then costs one index probe
+    instead of reading its whole frame."""
+    if len(after) != 1 or run.step_type == StepType.CONDITION:
+        return False
+    others = [key for key in nodes[after[0]].depends_on if key != run.step_key]
+    return bool(others) and await frames.any_open(session, run.execution_id, run.scope, others)
 
 
 def _name(run: StepRunRow) -> str:
