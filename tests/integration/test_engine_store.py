@@ -152,6 +152,41 @@ async def test_a_worker_that_lost_its_lease_cannot_commit(
     assert done["steps_completed"] == 1
 
 
+async def test_a_batch_counts_each_outcome_once_even_after_a_lost_lease(
+    client: httpx.AsyncClient, app_context: AppContext, clock: Clock
+) -> None:
+    # two outcomes of one execution in one transaction (a worker's batch): the first locks
+    # and counts; the second finds the execution locked, counts in memory, loses its fence
+    # and takes its count back
+    owner = await signup(client, "batch-lease@example.com")
+    definition = {"steps": [data_step("a", mapping={"x": 1}), data_step("b", mapping={"y": 2})]}
+    execution_id = await started_execution(client, app_context, owner, definition)
+    db = app_context.db
+    lease = dt.timedelta(seconds=30)
+    async with db.transaction(TenantContext(system=True)) as session:
+        runs = await claims.claim(
+            session, worker_id="w", queues=["default"], limit=2, now=clock.now, lease=lease
+        )
+        wf_row = (await session.execute(select(WorkflowRow))).scalar_one()
+    plan = app_context.plans.get(
+        wf_row.id, wf_row.updated_at.isoformat(), wf_row.definition, wf_row.task_queue
+    )
+    first, second = sorted(runs, key=lambda run: run.step_key)
+    async with db.transaction(TenantContext(system=True)) as session:
+        fresh = await store.record_outcome(  # holds the execution, as a worker's batch does
+            session, run_id=second.id, epoch=second.lease_epoch,
+            outcome=StepOutcome(output={}), plan=plan, now=clock.now, rand=0.5,
+        )  # fmt: skip
+        stale = await store.record_outcome(
+            session, run_id=first.id, epoch=first.lease_epoch - 1,
+            outcome=StepOutcome(output={}), plan=plan, now=clock.now, rand=0.5,
+        )  # fmt: skip
+    assert stale.lost_lease and not fresh.lost_lease
+    async with db.transaction(TenantContext(system=True)) as session:
+        counted = await session.get(ExecutionRow, uuid.UUID(execution_id))
+        assert counted is not None and counted.steps_completed == 1
+
+
 async def test_cancel_stops_running_steps_and_refuses_twice(
     client: httpx.AsyncClient, app_context: AppContext, clock: Clock
 ) -> None:

@@ -14,9 +14,9 @@ import datetime as dt
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, assert_never
+from typing import Any, assert_never, cast
 
-from sqlalchemy import Integer, bindparam, func, select, update
+from sqlalchemy import Integer, bindparam, func, inspect, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from turbocat.db import signals
@@ -336,15 +336,19 @@ async def settle(
         values.update(status=S.WAITING, completed_at=None, duration_ms=None, scheduled_for=None)
     params = {f"new_{key}": value for key, value in values.items()}
     params.update(fenced_id=run_id, fenced_epoch=epoch)
-    fenced = await session.execute(
-        _settling(epoch is not None, tuple(values)),
-        params,
-        execution_options={"synchronize_session": False, "populate_existing": True},
-    )
+    # Without flushing first: what is pending cannot change which row this matches (a run
+    # is settled in a later transaction than the one that claimed it), and the counts kept
+    # in memory (``locked_execution``) then go out once, at the end.
+    with session.no_autoflush:
+        fenced = await session.execute(
+            _settling(epoch is not None, tuple(values)),
+            params,
+            execution_options={"synchronize_session": False, "populate_existing": True},
+        )
     run = fenced.scalars().one_or_none()
     if run is None:
         if count_completed:
-            await _execute_on_execution(session, _UNCOUNT, execution_id)
+            execution.steps_completed -= 1  # written at the flush
         return None
     return execution, run
 
@@ -376,20 +380,49 @@ async def locked_execution(
     session: AsyncSession, execution_id: uuid.UUID, count_completed: bool = False
 ) -> ExecutionRow:
     """The execution, locked (and read afresh); with ``count_completed``, one more of its
-    steps completed, in the same statement (an UPDATE takes the same row lock)."""
-    if count_completed:
-        counted: ExecutionRow = await _execute_on_execution(session, _COUNT, execution_id)
-        return counted
-    return (await session.execute(_LOCK_EXECUTION, {"execution_id": execution_id})).scalar_one()
-
-
-async def _execute_on_execution(session: AsyncSession, stmt: Any, execution_id: uuid.UUID) -> Any:
+    steps completed, in the same statement (an UPDATE takes the same row lock). Locked once
+    per transaction: a second call (the next outcome of a batch for the same execution)
+    finds the row already locked and loaded, and counts in memory (one UPDATE at the flush
+    for all of them)."""
+    held = _already_locked(session, execution_id)
+    if held is not None:
+        if count_completed:
+            held.steps_completed += 1
+        return held
+    stmt = _COUNT if count_completed else _LOCK_EXECUTION
     result = await session.execute(
         stmt,
         {"execution_id": execution_id},
         execution_options={"synchronize_session": False, "populate_existing": True},
     )
-    return result.scalar_one()
+    execution: ExecutionRow = result.scalar_one()
+    if not session.in_nested_transaction():  # a savepoint's rollback would release the lock
+        sync = session.sync_session
+        root, locked = sync.info.get(_LOCKED, (None, set()))
+        if root is not sync.get_transaction():
+            root, locked = sync.get_transaction(), set()
+            sync.info[_LOCKED] = (root, locked)
+        locked.add(execution_id)
+    return execution
+
+
+_LOCKED = "turbocat.locked_executions"
+"""The executions this session's transaction locked, with that transaction."""
+
+
+def _already_locked(session: AsyncSession, execution_id: uuid.UUID) -> ExecutionRow | None:
+    """The execution, when this transaction locked it (outside a savepoint) and holds it
+    loaded and unexpired: every engine transaction that writes an execution locks it first,
+    so nobody else has changed it since, and this one's own changes went through the object
+    (or through statements that return the row into it)."""
+    sync = session.sync_session
+    root, locked = sync.info.get(_LOCKED, (None, ()))
+    if execution_id not in locked or root is not sync.get_transaction():
+        return None
+    held = sync.identity_map.get(sync.identity_key(ExecutionRow, execution_id))
+    if held is None or inspect(held).expired_attributes:
+        return None
+    return cast(ExecutionRow, held)
 
 
 _LOCK_EXECUTION = (
@@ -398,12 +431,11 @@ _LOCK_EXECUTION = (
     .with_for_update()
     .execution_options(populate_existing=True)
 )
-_COUNT, _UNCOUNT = (
+_COUNT = (
     update(ExecutionRow)
     .where(ExecutionRow.id == bindparam("execution_id"))
-    .values(steps_completed=ExecutionRow.steps_completed + change)
+    .values(steps_completed=ExecutionRow.steps_completed + 1)
     .returning(ExecutionRow)
-    for change in (1, -1)
 )
 
 
