@@ -301,3 +301,74 @@ async def test_a_saved_agent_runs_at_most_its_limit_at_once(
         )  # fmt: skip
     again = await claim("w2")
     assert len(again) == 1 and again[0].agent_id == done.agent_id
+
+
+async def test_the_recording_worker_takes_the_next_step_only_within_its_limits(
+    client: httpx.AsyncClient, app_context: AppContext, clock: Clock
+) -> None:
+    # a -> b -> c: b runs the saved agent "solo" (one at a time); c is on another queue
+    owner = await signup(client, "chain@example.com")
+    r = await client.post(
+        "/api/v1/agents",
+        headers=owner.headers,
+        json={"name": "solo", "type": "data", "config": {"mapping": {"ok": True}},
+              "max_concurrent_executions": 1},
+    )  # fmt: skip
+    assert r.status_code == 201, r.text
+    steps = [
+        data_step("a", mapping={"x": 1}),
+        {"key": "b", "type": "agent", "agent": "solo", "depends_on": ["a"]},
+        {**data_step("c", deps=("b",), mapping={"y": 2}), "task_queue": "elsewhere"},
+    ]
+    first_id = await started_execution(client, app_context, owner, {"steps": steps})
+    wf_id = (await client.get(f"/api/v1/executions/{first_id}", headers=owner.headers)).json()[
+        "workflow_id"
+    ]
+    r = await client.post(f"/api/v1/workflows/{wf_id}/executions", headers=owner.headers, json={})
+    second_id = r.json()["id"]
+    db = app_context.db
+    lease = dt.timedelta(seconds=30)
+    chain = store.Chain("w", ["default"], 8, lease)
+    async with db.transaction(TenantContext(system=True)) as session:
+        plan = await app_context.plans.load(
+            session, (await session.execute(select(WorkflowRow))).scalars().first()
+        )
+        a_runs = {
+            run.execution_id: run
+            for run in await claims.claim(
+                session, worker_id="w", queues=["default"], limit=8, now=clock.now, lease=lease
+            )
+        }
+
+    async def record(run: StepRunRow) -> store.Recorded:
+        async with db.transaction(TenantContext(system=True)) as session:
+            return await store.record_outcome(
+                session, run_id=run.id, epoch=run.lease_epoch, outcome=StepOutcome(output={}),
+                plan=plan, now=clock.now, rand=0.5, chain=chain,
+                claimed=(run.execution_id, run.started_at),
+            )  # fmt: skip
+
+    # the first execution's a completes: its b is taken straight to running by the recorder
+    first = await record(a_runs[uuid.UUID(first_id)])
+    (b_first,) = first.chained
+    assert (b_first.step_key, b_first.status, b_first.lease_owner) == ("b", "running", "w")
+    assert b_first.lease_epoch == 1 and b_first.started_at is not None
+    # the second execution's b would exceed the agent's limit: made ready, not taken
+    second = await record(a_runs[uuid.UUID(second_id)])
+    assert second.chained == [] or all(run.step_key != "b" for run in second.chained)
+    async with db.transaction(TenantContext(system=True)) as session:
+        b_second = (
+            await session.execute(
+                select(StepRunRow).where(
+                    StepRunRow.execution_id == uuid.UUID(second_id), StepRunRow.step_key == "b"
+                )
+            )
+        ).scalar_one()
+    assert b_second.status == "ready" and b_second.lease_owner is None
+    # the first b completes: c is on a queue this worker does not serve, so it waits there
+    after_b = await record(b_first)
+    assert all(run.step_key != "c" for run in after_b.chained)
+    done = (await client.get(f"/api/v1/executions/{first_id}", headers=owner.headers)).json()
+    statuses = {s["step_key"]: s["status"] for s in done["steps"]}
+    assert statuses == {"a": "completed", "b": "completed", "c": "ready"}
+    assert done["steps_completed"] == 2

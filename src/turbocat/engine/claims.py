@@ -16,6 +16,7 @@ from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from turbocat.db.models import AgentRow, StepRunRow, step_status_is
+from turbocat.db.types import UTCDateTime
 from turbocat.domain.enums import StepStatus
 from turbocat.engine.queues import within_activity_limits
 
@@ -78,6 +79,50 @@ async def claim_made_ready(
     return taken
 
 
+async def claim_pending(
+    session: AsyncSession, *, execution_id: uuid.UUID, organization_id: uuid.UUID, scope: str,
+    step_key: str, agent_id: uuid.UUID | None, queue: str, worker_id: str, now: dt.datetime,
+    lease: dt.timedelta,
+) -> StepRunRow | None:  # fmt: skip
+    """Take the pending run of ``step_key`` in a frame straight to running for ``worker_id``,
+    in one statement, when the caller knows it is due now (its one dependency just completed)
+    and it fits its agent's and task queue's limits; None when it does not fit or is no
+    longer pending (nothing was changed then)."""
+    if not await _fitting(session, [(step_key, agent_id, organization_id, queue)]):
+        return None
+    params = {
+        "of_execution": execution_id, "in_scope": scope, "of_step": step_key, "now": now,
+        "owner": worker_id, "expires": now + lease,
+    }  # fmt: skip
+    taken = await session.execute(
+        _CLAIM_PENDING,
+        params,
+        execution_options={"synchronize_session": False, "populate_existing": True},
+    )
+    return taken.scalars().one_or_none()
+
+
+_CLAIM_PENDING = (
+    update(StepRunRow)
+    .where(
+        StepRunRow.execution_id == bindparam("of_execution"),
+        StepRunRow.scope == bindparam("in_scope"),
+        StepRunRow.step_key == bindparam("of_step"),
+        step_status_is(S.PENDING),
+    )
+    .values(
+        status=S.RUNNING,
+        scheduled_for=bindparam("now", type_=UTCDateTime),
+        lease_owner=bindparam("owner"),
+        lease_expires_at=bindparam("expires", type_=UTCDateTime),
+        lease_epoch=StepRunRow.lease_epoch + 1,
+        started_at=bindparam("now", type_=UTCDateTime),
+        updated_at=bindparam("now", type_=UTCDateTime),
+    )
+    .returning(StepRunRow)
+)
+
+
 async def _take(
     session: AsyncSession,
     candidates: Sequence[tuple[Any, ...]],
@@ -110,7 +155,7 @@ async def _take(
     return list(result.scalars().all())
 
 
-async def _fitting(session: AsyncSession, candidates: Sequence[tuple[Any, ...]]) -> list[uuid.UUID]:
+async def _fitting(session: AsyncSession, candidates: Sequence[tuple[Any, ...]]) -> list[Any]:
     """The candidates ``(id, agent_id, organization_id, queue)`` that fit their agent's and
     their task queue's limits, in order."""
     fit = set(await _within_agent_limits(session, [(row[0], row[1]) for row in candidates]))
