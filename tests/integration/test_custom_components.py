@@ -128,7 +128,8 @@ async def test_an_exception_is_a_step_failure_that_retries(client: httpx.AsyncCl
 async def test_a_sync_function_is_stopped_by_the_step_timeout(client: httpx.AsyncClient) -> None:
     owner = await signup(client, "slow@example.com")
     steps = [
-        custom("s", "acme.sleepy", {"seconds": 0.5}, timeout_ms=100),
+        # a margin: a loaded machine (CI) once took over 100 ms to run "a"
+        custom("s", "acme.sleepy", {"seconds": 1.5}, timeout_ms=600),
         custom("a", "acme.add", {"a": 1}),  # runs meanwhile: the sleep is in a thread
     ]
     done = await run(client, owner, steps, {})
