@@ -35,6 +35,19 @@ async def started_execution(
     return str(r.json()["id"])
 
 
+async def saved_data_agent(
+    client: httpx.AsyncClient, who: Account, name: str, *, limit: int
+) -> None:
+    """A saved data agent that runs at most ``limit`` at once."""
+    r = await client.post(
+        "/api/v1/agents",
+        headers=who.headers,
+        json={"name": name, "type": "data", "config": {"mapping": {"ok": True}},
+              "max_concurrent_executions": limit},
+    )  # fmt: skip
+    assert r.status_code == 201, r.text
+
+
 @pytest.fixture
 def app_context(settings, clock: Clock) -> AppContext:
     settings.engine.embedded_worker = False  # these tests drive the worker themselves
@@ -267,13 +280,7 @@ async def test_a_saved_agent_runs_at_most_its_limit_at_once(
     client: httpx.AsyncClient, app_context: AppContext, clock: Clock
 ) -> None:
     owner = await signup(client, "agentlimit@example.com")
-    r = await client.post(
-        "/api/v1/agents",
-        headers=owner.headers,
-        json={"name": "tagger", "type": "data", "config": {"mapping": {"ok": True}},
-              "max_concurrent_executions": 2},
-    )  # fmt: skip
-    assert r.status_code == 201, r.text
+    await saved_data_agent(client, owner, "tagger", limit=2)
     steps = [{"key": f"t{i}", "type": "agent", "agent": "tagger"} for i in range(5)]
     steps.append(data_step("free", mapping={"x": 1}))  # no saved agent: no limit
     await started_execution(client, app_context, owner, {"steps": steps})
@@ -308,13 +315,7 @@ async def test_the_recording_worker_takes_the_next_step_only_within_its_limits(
 ) -> None:
     # a -> b -> c: b runs the saved agent "solo" (one at a time); c is on another queue
     owner = await signup(client, "chain@example.com")
-    r = await client.post(
-        "/api/v1/agents",
-        headers=owner.headers,
-        json={"name": "solo", "type": "data", "config": {"mapping": {"ok": True}},
-              "max_concurrent_executions": 1},
-    )  # fmt: skip
-    assert r.status_code == 201, r.text
+    await saved_data_agent(client, owner, "solo", limit=1)
     steps = [
         data_step("a", mapping={"x": 1}),
         {"key": "b", "type": "agent", "agent": "solo", "depends_on": ["a"]},

@@ -585,9 +585,9 @@ async def _chain_next(
     edge is live), it is the only dependency of its only dependent, that dependent is a step
     that simply becomes ready (no loop, parallel or wait), on one of the worker's queues,
     within its limits. None otherwise (nothing changed): the general path follows."""
-    if chain.limit <= 0 or len(after) != 1 or run.step_type == StepType.CONDITION:
+    key = _sole_live_dependent(run, after)
+    if chain.limit <= 0 or key is None:
         return None
-    key = after[0]
     if nodes[key].depends_on != (run.step_key,) or plan.steps[key].type in _NOT_PLAIN:
         return None
     queue = plan.queue_of(key)
@@ -613,10 +613,20 @@ async def _dependent_still_waits(
     only once every dependency has finished (a dead edge would already have skipped it).
     The step of a fan-in (a join after 100 parallel steps) then costs one index probe
     instead of reading its whole frame."""
-    if len(after) != 1 or run.step_type == StepType.CONDITION:
+    key = _sole_live_dependent(run, after)
+    if key is None:
         return False
-    others = [key for key in nodes[after[0]].depends_on if key != run.step_key]
+    others = [dep for dep in nodes[key].depends_on if dep != run.step_key]
     return bool(others) and await frames.any_open(session, run.execution_id, run.scope, others)
+
+
+def _sole_live_dependent(run: StepRunRow, after: Sequence[str]) -> str | None:
+    """The one step that depends on ``run`` (which completed), when the edge between them is
+    live (``run`` is no condition choosing a branch): that step can then only become ready,
+    once all its dependencies have finished. None with no or several dependents."""
+    if len(after) != 1 or run.step_type == StepType.CONDITION:
+        return None
+    return after[0]
 
 
 def _name(run: StepRunRow) -> str:
