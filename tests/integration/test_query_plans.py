@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from turbocat.bootstrap import AppContext
 from turbocat.config import Settings
 from turbocat.db.engine import Database, TenantContext
-from turbocat.engine import admission, claims, waits
+from turbocat.engine import admission, claims, frames, waits
 from turbocat.engine.worker import WorkerConfig
 
 SYSTEM = TenantContext(system=True)
@@ -102,3 +102,24 @@ async def test_the_lease_rescue_reads_the_lease_index(app_context: AppContext) -
     finally:
         await app_context.close()
     assert "ix_step_runs_lease_expiry" in plan, plan
+
+
+async def test_a_fan_in_probe_and_a_sequence_claim_read_the_frame_index(db: Database) -> None:
+    # every completion into a fan-in probes its join's other dependencies; every step of a
+    # sequence takes its successor by (execution, scope, step key): both are index lookups
+    execution = uuid.uuid4()
+    probe = await plans_of(
+        db, "EXISTS", lambda s: frames.any_open(s, execution, "", ["a", "b", "c"])
+    )
+
+    async def take_successor(session: AsyncSession) -> Any:
+        return await claims.claim_pending(
+            session, execution_id=execution, organization_id=uuid.uuid4(), scope="",
+            step_key="b", agent_id=None, queue="default", worker_id="plans", now=NOW,
+            lease=dt.timedelta(seconds=30),
+        )  # fmt: skip
+
+    take = await plans_of(db, "UPDATE step_runs", take_successor)
+    for plan in (probe, take):
+        assert "uq_step_runs_execution_scope_step_attempt" in plan, plan
+        assert "Seq Scan" not in plan, plan
